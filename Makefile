@@ -1,0 +1,30 @@
+# Two everyday commands (each sets up .venv on first use):
+#   make run    run the default sweep on the embedded offline dataset
+#   make test   run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "torch>=2.2,<2.15" "torchvision>=0.17,<0.30"
+	$(BIN)/python -m pip install -q -e ".[test,scale,medmnist]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: setup
+	$(BIN)/medprivbench
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/medprivbench-bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,60 @@
+"""Hydra callback that turns a finished sweep into its table and report.
+
+Every job writes a small pointer file (benchmark/cli.py) into its Hydra job folder; after the
+last job, this callback reads the pointers, aggregates each sweep folder's complete runs into
+table.csv/.parquet and rebuilds report.html/.md. Jobs never write shared files, so any launcher
+(serial, joblib, submitit, Ray) can run them in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("medprivbench")
+
+
+def sweep_dirs_from_pointers(hydra_dir: Path) -> list[Path]:
+    from .cli import POINTER
+
+    dirs = []
+    for pointer in sorted(Path(hydra_dir).rglob(POINTER)):
+        try:
+            d = Path(json.loads(pointer.read_text())["sweep_dir"])
+        except (ValueError, KeyError):
+            continue
+        if d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def finish_sweeps(sweep_dirs: list[Path]) -> list[Path]:
+    """Aggregate each sweep folder's table and rebuild its report; returns the files written."""
+    from . import store
+    from .report import build_report
+
+    written = []
+    for sweep_dir in sweep_dirs:
+        df = store.aggregate(sweep_dir)
+        csv_path, parquet_path = store.write_table(sweep_dir, df)
+        paths = build_report([sweep_dir])
+        written += [csv_path, parquet_path, *paths]
+        print(f"\nmedprivbench: {len(df)} run(s) in {sweep_dir}")
+        print(f"  results table: {csv_path}")
+        print(f"                 {parquet_path}")
+        for p in paths:
+            print(f"  report:        {p}")
+    return written
+
+
+class SweepReportCallback(Callback):
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.sweep.dir))))
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.run.dir))))

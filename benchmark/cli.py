@@ -1,0 +1,83 @@
+"""Command-line entry points.
+
+``medprivbench``         Hydra application: one job per sweep point (see configs/config.yaml).
+``medprivbench-report``  rebuild the report of one results folder, or compare several.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import register_configs
+from .errors import USER_ERRORS
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+POINTER = "medprivbench_run.json"  # written in each Hydra job folder; read by the sweep callback
+
+log = logging.getLogger("medprivbench")
+
+
+def _fail(message: str) -> None:
+    print(f"medprivbench: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _task(cfg) -> str:
+    from hydra.core.hydra_config import HydraConfig
+
+    from .experiment import run_experiment
+
+    try:
+        outcome = run_experiment(cfg)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    output_dir = Path(HydraConfig.get().runtime.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / POINTER).write_text(
+        json.dumps({"sweep_dir": str(outcome.sweep_dir.resolve()), "run_dir": str(outcome.run_dir.resolve()),
+                    "skipped": outcome.skipped})
+    )
+    return str(outcome.run_dir)
+
+
+def main() -> None:
+    import hydra
+
+    register_configs()
+    hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
+
+
+def report_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="medprivbench-report",
+        description="Rebuild the budget report from results folders without rerunning anything. "
+        "One folder: its report.html/.md are rewritten in place. Several: a side-by-side comparison.",
+    )
+    parser.add_argument("folders", nargs="+", type=Path, help="sweep folders (results/<name>)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: the sweep folder, or ./report-comparison)")
+    parser.add_argument(
+        "--show-reconstructions", action="store_true",
+        help="include reconstructed images of real (patient) data in the report; off by default",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .report import build_report
+
+    try:
+        for folder in args.folders:
+            if not (folder / "runs").is_dir():
+                _fail(f"{folder} is not a results folder (no runs/ inside); give results/<name> of a sweep")
+        paths = build_report(args.folders, out_dir=args.out, show_reconstructions=args.show_reconstructions)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    for p in paths:
+        print(p)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,248 @@
+"""Model factory: a registry of DP-compatible image classifiers.
+
+DP-SGD needs per-sample gradients, which rules out BatchNorm (it mixes the samples of a batch,
+so one sample's gradient depends on the others) and in-place operations on tensors that Opacus'
+backward hooks see (``out += identity``, ``ReLU(inplace=True)``). Every model here uses
+GroupNorm and out-of-place arithmetic; :func:`make_dp_compatible` converts third-party networks.
+
+Each builder takes ``(in_channels, n_classes, image_size, cfg)`` and returns an ``nn.Module``
+that maps float images in [0, 1] of shape (B, C, H, W) to logits (B, K).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .errors import ConfigError
+
+MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+# The per-sample gradient engine that is fastest *and* correct for each model on CPU, measured
+# by ``medprivbench-bench`` (benchmark/bench.py); tests/benchmark/test_models.py checks each
+# engine against brute-force per-sample gradients.
+FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks"}
+GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": lambda: nn.ReLU(inplace=False),
+    "elu": lambda: nn.ELU(inplace=False),
+    "silu": lambda: nn.SiLU(inplace=False),
+}
+
+
+def register(name: str):
+    def decorator(fn):
+        MODELS[name] = fn
+        return fn
+
+    return decorator
+
+
+def _activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"model.activation={name!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def _groups(channels: int, wanted: int) -> int:
+    """The largest group count ≤ wanted that divides ``channels``."""
+    g = max(1, min(wanted, channels))
+    while channels % g:
+        g -= 1
+    return g
+
+
+def _require(cfg, model: str, **fixed) -> None:
+    """Reject options this architecture cannot honour (an option must act or be rejected)."""
+    for key, value in fixed.items():
+        if getattr(cfg, key) != value:
+            raise ConfigError(
+                f"model.{key}={getattr(cfg, key)!r} is not supported by model {model!r}, which fixes it at {value!r}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+@register("cnn")
+def small_cnn(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+    """Three conv stages (w, 2w, 2w channels) with GroupNorm, then a linear head: fast under DP."""
+    _require(cfg, "cnn", weight_standardization=False)
+    w = cfg.width
+    chans = (w, 2 * w, 2 * w)
+    layers: list[nn.Module] = []
+    prev = in_channels
+    for i, c in enumerate(chans):
+        layers += [nn.Conv2d(prev, c, 3, padding=1), nn.GroupNorm(_groups(c, cfg.norm_groups), c), _activation(cfg.activation)]
+        layers.append(nn.MaxPool2d(2) if i < len(chans) - 1 else nn.AdaptiveAvgPool2d(2))
+        prev = c
+    layers += [nn.Flatten(), nn.Linear(prev * 4, n_classes)]
+    return nn.Sequential(*layers)
+
+
+# --------------------------------------------------------------------------------------------
+class WSConv2d(nn.Conv2d):
+    """Conv2d with weight standardisation (Qiao et al. 2019): each filter has zero mean, unit variance.
+
+    Used with GroupNorm in DP ResNets (Klause et al. 2022; Ziller et al. 2024). Opacus has no
+    per-sample-gradient hook for it, so DP training of models containing it uses functorch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        mean = w.mean(dim=(1, 2, 3), keepdim=True)
+        var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return F.conv2d(x, (w - mean) / torch.sqrt(var + 1e-5), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _conv_block(c_in: int, c_out: int, cfg, pool: bool = False) -> nn.Sequential:
+    conv = (WSConv2d if cfg.weight_standardization else nn.Conv2d)(c_in, c_out, 3, padding=1, bias=False)
+    layers = [conv, nn.GroupNorm(_groups(c_out, cfg.norm_groups), c_out), _activation(cfg.activation)]
+    if pool:
+        layers.append(nn.MaxPool2d(2))
+    return nn.Sequential(*layers)
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int, cfg):
+        super().__init__()
+        self.body = nn.Sequential(_conv_block(channels, channels, cfg), _conv_block(channels, channels, cfg))
+
+    def forward(self, x):
+        return x + self.body(x)  # out of place: Opacus' hooks fail on in-place addition
+
+
+@register("resnet9")
+def resnet9(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+    """ResNet-9 (Myrtle/DAWNBench layout) with GroupNorm, as in Klause et al. 2022 and Ziller et al. 2024.
+
+    Channels w, 2w, 4w, 8w (w = 64 in the papers; ``model.width``).
+    """
+    w = cfg.width
+    return nn.Sequential(
+        _conv_block(in_channels, w, cfg),
+        _conv_block(w, 2 * w, cfg, pool=True),
+        _Residual(2 * w, cfg),
+        _conv_block(2 * w, 4 * w, cfg, pool=True),
+        _conv_block(4 * w, 8 * w, cfg, pool=True),
+        _Residual(8 * w, cfg),
+        nn.AdaptiveMaxPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8 * w, n_classes),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+def _out_of_place_basic_block_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return self.relu(out + identity)
+
+
+def _out_of_place_bottleneck_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.relu(self.bn1(self.conv1(x)))
+    out = self.relu(self.bn2(self.conv2(out)))
+    out = self.bn3(self.conv3(out))
+    return self.relu(out + identity)
+
+
+def make_dp_compatible(model: nn.Module, norm_groups: int = 32) -> nn.Module:
+    """Make a third-party network trainable with Opacus.
+
+    * BatchNorm → GroupNorm (Opacus' ModuleValidator.fix);
+    * every ``inplace=True`` activation → out of place;
+    * torchvision residual blocks (``out += identity``) → out-of-place forward.
+    """
+    from opacus.validators import ModuleValidator
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    def to_group_norm(module: nn.Module) -> None:
+        for name, child in module.named_children():
+            if isinstance(child, nn.modules.batchnorm._BatchNorm):
+                c = child.num_features
+                setattr(module, name, nn.GroupNorm(_groups(c, norm_groups), c, affine=child.affine))
+            else:
+                to_group_norm(child)
+
+    to_group_norm(model)
+    for module in model.modules():
+        if hasattr(module, "inplace"):
+            module.inplace = False
+        if isinstance(module, BasicBlock):
+            module.forward = _out_of_place_basic_block_forward.__get__(module)
+        elif isinstance(module, Bottleneck):
+            module.forward = _out_of_place_bottleneck_forward.__get__(module)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ConfigError(f"model still not DP-compatible after conversion: {errors[0]}")
+    return model
+
+
+@register("resnet18")
+def resnet18(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+    """torchvision ResNet-18, DP-compatible; small inputs (≤ 64 px) get a 3×3 stride-1 stem, no max-pool."""
+    from torchvision.models import resnet18 as tv_resnet18
+
+    _require(cfg, "resnet18", weight_standardization=False, activation="relu", width=64)
+    model = tv_resnet18(weights=None, num_classes=n_classes)
+    if image_size <= 64:
+        model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
+    return make_dp_compatible(model, cfg.norm_groups)
+
+
+class _MinSize(nn.Module):
+    """Upsample inputs smaller than ``size`` (DenseNet121's four pooling stages need ≥ 32 px)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x):
+        if x.shape[-1] < self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return x
+
+
+@register("densenet121")
+def densenet121(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+    """MONAI DenseNet121 (2D) with GroupNorm and out-of-place ReLU."""
+    from monai.networks.nets import DenseNet121
+
+    _require(cfg, "densenet121", weight_standardization=False, activation="relu", width=64)
+    net = DenseNet121(
+        spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
+        act=("relu", {"inplace": False}), norm=("group", {"num_groups": cfg.norm_groups}),
+    )
+    return make_dp_compatible(nn.Sequential(_MinSize(32), net), cfg.norm_groups)
+
+
+def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+    if cfg.name not in MODELS:
+        raise ConfigError(f"model={cfg.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
+    return MODELS[cfg.name](in_channels, n_classes, image_size, cfg)
+
+
+def grad_sample_mode(cfg) -> str:
+    """The configured per-sample gradient engine, ``auto`` resolved per model.
+
+    Expanded weights (``ew``) only know torch's own layers: weight-standardised convolutions
+    compute with a transformed weight, which ``ew`` cannot differentiate per sample.
+    """
+    valid = ("auto",) + GRAD_SAMPLE_MODES
+    if cfg.grad_sample_mode not in valid:
+        raise ConfigError(f"model.grad_sample_mode={cfg.grad_sample_mode!r} is not valid; choose one of {', '.join(valid)}")
+    mode = cfg.grad_sample_mode if cfg.grad_sample_mode != "auto" else FASTEST_GRAD_SAMPLE_MODE.get(cfg.name, "hooks")
+    if mode == "ew" and cfg.weight_standardization:
+        raise ConfigError(
+            "model.grad_sample_mode='ew' cannot differentiate weight-standardised convolutions per sample; "
+            "use hooks or functorch, or model.weight_standardization=false"
+        )
+    return mode

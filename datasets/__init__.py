@@ -1,0 +1,57 @@
+"""Dataset loaders. Every loader returns an :class:`ImageDataset` (train/val/test arrays + metadata).
+
+``load_dataset(cfg)`` picks the loader from ``cfg.name``: ``synthetic`` (embedded, offline),
+``imagefolder`` (your own images), anything else a 2D MedMNIST subset. Exact duplicates that
+would break membership ground truth are dropped, and an optional stratified subsample of the
+training split is taken (``max_train``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, DatasetInfo, ImageDataset, check_usable, drop_duplicates
+from .imagefolder import load_imagefolder
+from .medmnist import load_medmnist
+from .synthetic import load_synthetic
+
+__all__ = ["DataError", "DatasetInfo", "ImageDataset", "load_dataset"]
+
+
+def _stratified_subset(ds: ImageDataset, max_train: int, seed: int) -> ImageDataset:
+    if max_train <= 0:
+        raise DataError(f"dataset.max_train={max_train} is not valid; use a positive number or null")
+    if max_train >= ds.n_train:
+        return ds
+    rng = np.random.default_rng(seed)
+    keep = []
+    for label in np.unique(ds.train_y):
+        idx = np.flatnonzero(ds.train_y == label)
+        n = max(1, int(round(max_train * len(idx) / ds.n_train)))
+        keep.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
+    keep = np.sort(np.concatenate(keep))
+    return replace(ds, train_x=ds.train_x[keep], train_y=ds.train_y[keep])
+
+
+def load_dataset(cfg) -> ImageDataset:
+    name = str(cfg.name)
+    if name == "synthetic":
+        ds = load_synthetic(
+            n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.generator_seed,
+            image_size=cfg.size, label_noise=cfg.label_noise,
+        )
+    elif name == "imagefolder":
+        ds = load_imagefolder(
+            root=Path(cfg.root).expanduser(), channels=cfg.channels, image_size=cfg.size,
+            test_fraction=cfg.test_fraction, seed=cfg.generator_seed, real_patient_data=cfg.real_patient_data,
+        )
+    else:
+        ds = load_medmnist(name=name, root=Path(cfg.root).expanduser(), size=cfg.size, download=cfg.download)
+    ds = drop_duplicates(ds)
+    if cfg.max_train is not None:
+        ds = _stratified_subset(ds, int(cfg.max_train), cfg.generator_seed)
+    check_usable(ds)
+    return ds

@@ -1,0 +1,194 @@
+"""The one structure every dataset loader returns, and the checks applied where data enters.
+
+Images are float32 arrays of shape (N, C, H, W) with values in [0, 1]; labels are int64 of shape (N,)
+with values 0 … K−1. Loaders validate once, here, so that training and attack code can trust
+their inputs (scikit-learn's "validate at the boundary" habit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Raised when a dataset is missing, damaged or not usable; the message is one line."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a run records about its data."""
+
+    name: str
+    task: str  # "binary" or "multiclass"
+    n_channels: int
+    image_size: tuple[int, ...]  # spatial size, (H, W) for 2D
+    class_names: tuple[str, ...]
+    licence: str
+    citation: str
+    source: str  # where the data came from: a file path, a folder, or "generated (seed …)"
+    real_patient_data: bool  # reconstructions of such images are patient data themselves
+    duplicates_dropped: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_record(self) -> dict:
+        return {
+            "name": self.name,
+            "task": self.task,
+            "n_channels": self.n_channels,
+            "image_size": list(self.image_size),
+            "class_names": list(self.class_names),
+            "licence": self.licence,
+            "citation": self.citation,
+            "source": self.source,
+            "real_patient_data": self.real_patient_data,
+            "duplicates_dropped": dict(self.duplicates_dropped),
+        }
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Train/test (and optional validation) splits plus metadata.
+
+    ``val_x`` may be empty; it is held out from training and testing and serves as the source of
+    audit canaries and other held-out needs.
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    info: DatasetInfo
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train_y)
+
+    def summary(self) -> str:
+        counts = np.bincount(self.train_y, minlength=self.info.n_classes)
+        per_class = ", ".join(f"{n}={c}" for n, c in zip(self.info.class_names, counts))
+        return (
+            f"{self.info.name}: train {self.n_train}, test {len(self.test_y)}, "
+            f"val {0 if self.val_y is None else len(self.val_y)}, "
+            f"{self.info.n_channels}x{'x'.join(map(str, self.info.image_size))}, train classes {per_class}"
+        )
+
+
+def to_float_images(images: np.ndarray, *, what: str) -> np.ndarray:
+    """Convert uint8 (0–255) or float ([0, 1]) images to float32 (N, C, H, W) in [0, 1].
+
+    Accepts (N, H, W) grayscale, (N, H, W, C) channels-last with C in {1, 3}, or (N, C, H, W).
+    """
+    images = np.asarray(images)
+    if images.ndim not in (3, 4):
+        raise DataError(
+            f"{what}: images must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {images.shape}"
+        )
+    if images.dtype == np.uint8:
+        out = images.astype(np.float32) / 255.0
+    elif np.issubdtype(images.dtype, np.floating):
+        out = images.astype(np.float32)
+        if not np.isfinite(out).all():
+            bad = int((~np.isfinite(out)).sum())
+            raise DataError(f"{what}: {bad} pixel values are NaN or infinite; images must be finite")
+        lo, hi = float(out.min(initial=0.0)), float(out.max(initial=0.0))
+        if lo < 0.0 or hi > 1.0:
+            raise DataError(f"{what}: float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]")
+    else:
+        raise DataError(f"{what}: image dtype {images.dtype} is not supported; use uint8 (0-255) or float in [0, 1]")
+    if out.ndim == 3:
+        out = out[:, None]
+    elif out.shape[-1] in (1, 3) and out.shape[1] not in (1, 3):
+        out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    if out.shape[1] not in (1, 3):
+        raise DataError(f"{what}: expected 1 or 3 channels, got shape {images.shape}")
+    return np.ascontiguousarray(out)
+
+
+def to_labels(labels: np.ndarray, n_images: int, n_classes: int, *, what: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise DataError(f"{what}: labels must be one integer per image (shape (N,) or (N, 1)), got {labels.shape}")
+    if len(labels) != n_images:
+        raise DataError(f"{what}: {len(labels)} labels for {n_images} images")
+    if not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.bool_)):
+        raise DataError(f"{what}: labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if len(labels) and (labels.min() < 0 or labels.max() >= n_classes):
+        raise DataError(
+            f"{what}: labels must lie in 0..{n_classes - 1}, got values in [{labels.min()}, {labels.max()}]"
+        )
+    return labels
+
+
+def image_hashes(images: np.ndarray) -> list[str]:
+    """Exact-content hash of each image (bytes of the float32 array)."""
+    flat = np.ascontiguousarray(images).reshape(len(images), -1)
+    return [hashlib.blake2b(row.tobytes(), digest_size=16).hexdigest() for row in flat]
+
+
+def drop_duplicates(ds: ImageDataset) -> ImageDataset:
+    """Drop exact duplicate images that would break membership ground truth.
+
+    Kept: the first occurrence inside train. Dropped: later copies inside train, and any validation
+    or test image whose exact copy is in train (or, for test, in validation). A "non-member" that
+    is pixel-identical to a member would be scored as a member by any attack, so these samples make
+    membership labels wrong. Counts go into ``info.duplicates_dropped``.
+    """
+    dropped: dict[str, int] = {}
+    seen: set[str] = set()
+
+    def keep_mask(images: np.ndarray, key: str, dedupe_inside: bool) -> np.ndarray:
+        hashes = image_hashes(images)
+        mask = np.ones(len(hashes), dtype=bool)
+        local: set[str] = set()
+        for i, h in enumerate(hashes):
+            if h in seen or (dedupe_inside and h in local):
+                mask[i] = False
+            local.add(h)
+        dropped[key] = int((~mask).sum())
+        seen.update(local)
+        return mask
+
+    train_mask = keep_mask(ds.train_x, "train_internal", dedupe_inside=True)
+    val_x, val_y = ds.val_x, ds.val_y
+    if val_x is not None and len(val_x):
+        val_mask = keep_mask(val_x, "val_in_train", dedupe_inside=True)
+        val_x, val_y = val_x[val_mask], val_y[val_mask]
+    test_mask = keep_mask(ds.test_x, "test_in_train_or_val", dedupe_inside=False)
+    info = replace(ds.info, duplicates_dropped=dropped)
+    return replace(
+        ds,
+        train_x=ds.train_x[train_mask],
+        train_y=ds.train_y[train_mask],
+        test_x=ds.test_x[test_mask],
+        test_y=ds.test_y[test_mask],
+        val_x=val_x,
+        val_y=val_y,
+        info=info,
+    )
+
+
+def check_usable(ds: ImageDataset) -> None:
+    """Final checks every dataset passes before training."""
+    name = ds.info.name
+    for split, y in (("train", ds.train_y), ("test", ds.test_y)):
+        if len(y) == 0:
+            raise DataError(f"{name}: the {split} split is empty")
+    present = np.unique(ds.train_y)
+    if len(present) < 2:
+        raise DataError(
+            f"{name}: the training split holds a single class ({ds.info.class_names[present[0]]!r}); "
+            "a classifier needs at least two"
+        )
+    if ds.train_x.shape[1:] != ds.test_x.shape[1:]:
+        raise DataError(f"{name}: train images {ds.train_x.shape[1:]} and test images {ds.test_x.shape[1:]} differ in shape")

@@ -1,0 +1,142 @@
+"""MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023) 2D subsets from the standard ``.npz`` files.
+
+``<root>/<name>.npz`` (28×28) or ``<root>/<name>_<size>.npz`` (MedMNIST+ 64/128/224) holds
+``train_images, train_labels, val_images, val_labels, test_images, test_labels`` (uint8). When the
+file is missing and ``download`` is true, the ``medmnist`` package (extra ``medprivbench[medmnist]``)
+fetches it into ``root``; without network access the error says where to put the file.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .base import DataError, DatasetInfo, ImageDataset, to_float_images, to_labels
+
+_KEYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
+
+# Metadata of the subsets tests and examples use, for machines without the ``medmnist`` package.
+# With the package installed, its INFO table is authoritative and covers every subset.
+_FALLBACK_INFO = {
+    "pneumoniamnist": {
+        "task": "binary-class",
+        "label": {"0": "normal", "1": "pneumonia"},
+        "license": "CC BY 4.0",
+        "n_channels": 1,
+        "source": "Kermany et al. 2018, Cell (paediatric chest X-ray)",
+    },
+    "breastmnist": {
+        "task": "binary-class",
+        "label": {"0": "malignant", "1": "normal, benign"},
+        "license": "CC BY 4.0",
+        "n_channels": 1,
+        "source": "Al-Dhabyani et al. 2020, Data in Brief (BUSI breast ultrasound)",
+    },
+}
+_SUPPORTED_TASKS = ("binary-class", "multi-class", "ordinal-regression")
+
+
+def _medmnist_info(name: str) -> dict | None:
+    try:
+        import medmnist  # noqa: F401
+        from medmnist.info import INFO
+    except Exception:  # the package is optional
+        return _FALLBACK_INFO.get(name)
+    return INFO.get(name, _FALLBACK_INFO.get(name))
+
+
+def medmnist_path(root: str | Path, name: str, size: int) -> Path:
+    suffix = "" if size == 28 else f"_{size}"
+    return Path(root) / f"{name}{suffix}.npz"
+
+
+def _download(name: str, root: Path, size: int) -> None:
+    try:
+        import medmnist
+        from medmnist.info import INFO
+    except ImportError as exc:
+        raise DataError(
+            f"{medmnist_path(root, name, size)} is missing and the 'medmnist' package is not installed to "
+            f"download it: pip install 'medprivbench[medmnist]', or put the MedMNIST file {name}.npz there"
+        ) from exc
+    if name not in INFO:
+        raise DataError(f"unknown MedMNIST subset {name!r}; valid: {', '.join(sorted(INFO))}")
+    cls = getattr(medmnist, INFO[name]["python_class"])
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        cls(split="train", root=str(root), download=True, size=size)
+    except Exception as exc:  # network errors come in many types
+        raise DataError(
+            f"could not download {name} into {root} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"without network access, copy the MedMNIST file to {medmnist_path(root, name, size)}"
+        ) from exc
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Read a MedMNIST ``.npz`` without unpickling (``allow_pickle=False``), with one-line errors."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in _KEYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path}: not a MedMNIST file, keys {', '.join(missing)} are missing")
+            return {k: z[k] for k in _KEYS}
+    except DataError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); download it again") from exc
+
+
+def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool = False) -> ImageDataset:
+    name = name.lower()
+    path = medmnist_path(root, name, size)
+    if not path.exists():
+        if not download:
+            raise DataError(
+                f"{path} not found: put the MedMNIST file there (https://zenodo.org/records/10519652), "
+                "or set dataset.download=true with network access and the 'medmnist' package"
+            )
+        _download(name, Path(root), size)
+    arrays = read_npz(path)
+    meta = _medmnist_info(name) or {}
+    task = meta.get("task", "multi-class")
+    if task not in _SUPPORTED_TASKS:
+        raise DataError(
+            f"{name}: task {task!r} is not supported; medprivbench trains single-label classifiers "
+            f"({', '.join(sorted(_SUPPORTED_TASKS))})"
+        )
+    sample = arrays["train_images"]
+    if name.endswith("3d") or (sample.ndim == 4 and sample.shape[-1] not in (1, 3)):
+        raise DataError(
+            f"{name}: images of shape {sample.shape[1:]} are 3D volumes; the models here are 2D, "
+            "choose a 2D MedMNIST subset"
+        )
+    n_from_labels = int(max(np.max(arrays[f"{s}_labels"]) for s in ("train", "val", "test"))) + 1
+    label_names = meta.get("label") or {str(i): f"class {i}" for i in range(n_from_labels)}
+    class_names = tuple(label_names[str(i)] for i in range(len(label_names)))
+    splits = {}
+    for split in ("train", "val", "test"):
+        x = to_float_images(arrays[f"{split}_images"], what=f"{path} {split}_images")
+        y = to_labels(arrays[f"{split}_labels"], len(x), len(class_names), what=f"{path} {split}_labels")
+        splits[split] = (x, y)
+    info = DatasetInfo(
+        name=name,
+        task="binary" if len(class_names) == 2 else "multiclass",
+        n_channels=int(splits["train"][0].shape[1]),
+        image_size=tuple(int(s) for s in splits["train"][0].shape[2:]),
+        class_names=class_names,
+        licence=meta.get("license", "see MedMNIST"),
+        citation=(
+            "Yang et al., MedMNIST v2, Scientific Data 10:41 (2023)"
+            + (f"; {meta['source']}" if "source" in meta else "")
+        ),
+        source=str(path),
+        real_patient_data=True,
+    )
+    return ImageDataset(
+        train_x=splits["train"][0], train_y=splits["train"][1],
+        test_x=splits["test"][0], test_y=splits["test"][1],
+        val_x=splits["val"][0], val_y=splits["val"][1],
+        info=info,
+    )

@@ -1,0 +1,110 @@
+"""Every model takes a DP step, and per-sample gradients are what their name says."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+from omegaconf import OmegaConf
+
+from medprivbench.benchmark.config import ModelConfig
+from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.models import MODELS, build_model, grad_sample_mode
+from medprivbench.benchmark.training import DPRecipe, train
+
+CONFIGS = {
+    "cnn": dict(name="cnn", width=8, activation="tanh", norm_groups=4),
+    "resnet9": dict(name="resnet9", width=8, activation="relu", norm_groups=4, weight_standardization=True),
+    "resnet18": dict(name="resnet18", width=64, activation="relu", norm_groups=32),
+    "densenet121": dict(name="densenet121", width=64, activation="relu", norm_groups=32),
+}
+
+
+def _cfg(name, **kw):
+    return OmegaConf.structured(ModelConfig(**{**CONFIGS[name], **kw}))
+
+
+def test_every_registered_model_has_a_test_config():
+    assert set(MODELS) == set(CONFIGS)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_model_takes_a_dp_step(name):
+    torch.manual_seed(0)
+    size = 16 if name in ("resnet18", "densenet121") else 28
+    model = build_model(_cfg(name), in_channels=1, n_classes=3, image_size=size)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    before = [p.detach().clone() for p in model.parameters()]
+    x, y = torch.rand(6, 1, size, size), torch.tensor([0, 1, 2, 0, 1, 2])
+    recipe = DPRecipe(epsilon_target=1.0, delta=1e-5, sample_rate=0.5, steps=2, steps_per_epoch=2,
+                      noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
+    hp = dict(optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, lr_schedule="constant")
+    result = train(model, x, y, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode(_cfg(name)))
+    assert result.steps_taken == 2 and math.isfinite(result.epsilon_spent)
+    after = list(result.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, after))
+    assert result.model(x).shape == (6, 3)
+
+
+def _brute_force_grads(model, x, y):
+    out = []
+    for i in range(len(x)):
+        model.zero_grad()
+        nn.functional.cross_entropy(model(x[i : i + 1]), y[i : i + 1]).backward()
+        out.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize(
+    "name, mode",
+    [("cnn", "hooks"), ("cnn", "ew"), ("cnn", "functorch"), ("resnet9", "hooks"), ("resnet9", "functorch")],
+)
+def test_per_sample_gradients_match_brute_force(name, mode):
+    from opacus.grad_sample import GradSampleModule
+    from opacus.grad_sample.utils import wrap_model
+
+    torch.manual_seed(0)
+    model = build_model(_cfg(name), in_channels=1, n_classes=2, image_size=16)
+    x, y = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 1, 0])
+    expected = _brute_force_grads(model, x, y)
+    gsm = wrap_model(model, grad_sample_mode=mode, loss_reduction="sum")
+    nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
+    got = torch.cat([p.grad_sample.reshape(4, -1) for p in model.parameters()], dim=1)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_ghost_clipping_gives_the_same_clipped_update():
+    """Ghost clipping never forms per-sample gradients; its clipped sum must equal the brute-force one."""
+    from opacus import PrivacyEngine
+
+    torch.manual_seed(0)
+    x, y = torch.rand(5, 1, 16, 16), torch.tensor([0, 1, 1, 0, 1])
+    model = build_model(_cfg("cnn"), in_channels=1, n_classes=2, image_size=16)
+    per_sample = _brute_force_grads(model, x, y)
+    factors = (1.0 / per_sample.norm(dim=1)).clamp(max=1.0)  # C = 1
+    expected = (per_sample * factors[:, None]).sum(0) / len(x)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    gsm, opt, crit, _ = PrivacyEngine().make_private(
+        module=model, optimizer=opt, data_loader=loader, criterion=nn.CrossEntropyLoss(), noise_multiplier=0.0,
+        max_grad_norm=1.0, grad_sample_mode="ghost", poisson_sampling=False,
+    )
+    opt.zero_grad()
+    crit(gsm(x), y).backward()
+    opt.step()
+    got = torch.cat([p.grad.flatten() for p in model.parameters()])
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_expanded_weights_rejected_with_weight_standardisation():
+    with pytest.raises(ConfigError, match="grad_sample_mode='ew' cannot differentiate weight-standardised"):
+        grad_sample_mode(_cfg("resnet9", grad_sample_mode="ew"))
+
+
+def test_options_a_model_cannot_honour_are_rejected():
+    with pytest.raises(ConfigError, match="model.weight_standardization=True is not supported by model 'cnn'"):
+        build_model(_cfg("cnn", weight_standardization=True), in_channels=1, n_classes=2, image_size=28)
+    with pytest.raises(ConfigError, match="model='vgg' is not valid; choose one of"):
+        build_model(OmegaConf.structured(ModelConfig(name="vgg")), in_channels=1, n_classes=2, image_size=28)
+    with pytest.raises(ConfigError, match="model.activation='swish' is not valid"):
+        build_model(_cfg("cnn", activation="swish"), in_channels=1, n_classes=2, image_size=28)
