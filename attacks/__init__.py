@@ -1,0 +1,1 @@
+"""Attacks on trained models and the theoretical bounds they are compared with."""
