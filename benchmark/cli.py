@@ -26,11 +26,34 @@ def _fail(message: str) -> None:
     raise SystemExit(2)
 
 
+def launcher_threads(launcher, cpu_count: int) -> int | None:
+    """Torch threads per job so that parallel jobs do not oversubscribe the cores they are given."""
+    target = str(launcher.get("_target_", ""))
+    if "joblib" in target:
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        n_jobs = cpu_count if n_jobs < 0 else n_jobs
+        return max(1, cpu_count // max(1, n_jobs))
+    if "ray" in target.lower():
+        cpus = launcher.get("ray", {}).get("remote", {}).get("num_cpus")
+        return max(1, int(cpus)) if cpus else None
+    if "submitit" in target:
+        cpus = launcher.get("cpus_per_task")
+        return max(1, int(cpus)) if cpus else None
+    return None
+
+
 def _task(cfg) -> str:
+    import os
+
+    import torch
     from hydra.core.hydra_config import HydraConfig
 
     from .experiment import run_experiment
 
+    if cfg.num_threads is None:
+        threads = launcher_threads(HydraConfig.get().launcher, os.cpu_count() or 1)
+        if threads is not None:
+            torch.set_num_threads(threads)
     try:
         outcome = run_experiment(cfg)
     except USER_ERRORS as exc:
@@ -47,7 +70,13 @@ def _task(cfg) -> str:
 def main() -> None:
     import hydra
 
+    from .preflight import preflight
+
     register_configs()
+    try:
+        preflight(sys.argv[1:], str(CONFIG_DIR))
+    except USER_ERRORS as exc:
+        _fail(str(exc))
     hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")(_task)()
 
 

@@ -82,12 +82,62 @@ class TrainConfig:
 
 
 @dataclass
+class MembershipConfig:
+    """The LiRA evaluation protocol shared by every membership attack (DESIGN.md).
+
+    ``num_models`` models are trained with the target's exact DP recipe (same σ, q, T, C) on
+    random halves of the training set, every image a member of exactly half of them; each model
+    in turn is the target and the others are its shadow/reference models.
+    """
+
+    num_models: int = 8
+    queries: list = field(default_factory=lambda: ["identity", "hflip"])  # views scored per image
+
+
+@dataclass
+class LossAttackConfig:
+    """Loss threshold (Yeom et al. 2018): score = −loss of the target model."""
+
+
+@dataclass
+class LiRAAttackConfig:
+    """LiRA (Carlini et al. 2022), online (IN and OUT shadows) and offline (OUT only)."""
+
+    online: bool = True
+    offline: bool = True
+    # per_sample: a variance per image; fixed: one global variance (the paper's variant for few
+    # shadows); auto: fixed below 64 shadow models
+    variance: str = "auto"
+
+
+@dataclass
+class RMIAAttackConfig:
+    """RMIA (Zarifzadeh et al. 2024) with a few reference models."""
+
+    n_references: int = 4  # reference models per target (1–4 in the paper's low-cost setting)
+    offline_a: float = 0.3  # linear approximation of Pr(x) from OUT references (offline)
+    gamma: float = 1.0  # likelihood-ratio threshold against population samples
+    online: bool = False  # use IN and OUT references (only with num_models ≥ 2·n_references)
+
+
+@dataclass
+class AuditAttackConfig:
+    """One-run audit (Steinke, Nasr, Jagielski 2023): m canaries, each in the training set with prob. ½."""
+
+    n_canaries: int = 256
+    canary: str = "mislabelled"  # mislabelled held-out images (label flipped) | ood (inverted intensities)
+    guess_fraction: float = 0.25  # k₊ = k₋ = this fraction of m, fixed before scoring
+    alpha: float = 0.05
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    attack: Any = field(default_factory=dict)
+    attack: Any = field(default_factory=dict)  # one entry per selected attack (configs/attack/)
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
     seed: int = 0
     # A sweep's folder under results_root: runs/, table.csv/.parquet and report.html/.md go there.
     name: str = "${dataset.name}-${model.name}"

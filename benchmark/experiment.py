@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +27,19 @@ from .config import is_private
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode
-from .progress import epoch_bar
-from .training import effective_train, make_recipe, predict_logits, train
+from .progress import count_bar, epoch_bar
+from .membership_run import (
+    THREAT_MODELS,
+    audit_summary,
+    canary_score,
+    membership_metrics,
+    score_pool,
+    scores_table,
+    selected_membership_attacks,
+)
+from .shadow import check_queries, make_canaries, train_audit_run, train_pool
+from .training import DPRecipe, effective_train, make_recipe, predict_logits, train
+from .validate import attack_settings, validate_config, validate_with_data
 
 log = logging.getLogger("medprivbench")
 
@@ -94,21 +105,36 @@ def versions() -> dict:
     }
 
 
-def check_against_data(cfg: DictConfig, ds: ImageDataset) -> None:
-    """Checks that need the data: δ < 1/N and a batch that fits the training set."""
-    n = ds.n_train
-    delta = float(cfg.privacy.delta)
-    if is_private(float(cfg.privacy.epsilon)) and not delta < 1.0 / n:
-        raise ConfigError(
-            f"privacy.delta={delta:g} is not below 1/N = {1.0 / n:.3g} for N={n} training images; "
-            f"use a delta below {1.0 / n:.3g} (e.g. {10 ** math.floor(math.log10(0.1 / n)):g})"
-        )
-    batch = effective_train(cfg.train, float(cfg.privacy.epsilon))["batch_size"]
-    if batch > n:
-        raise ConfigError(f"train.batch_size={batch} is larger than the {n} training images; use at most {n}")
+@dataclass
+class Context:
+    """What the stages of one experiment share."""
+
+    cfg: DictConfig
+    ds: ImageDataset
+    recipe: DPRecipe
+    hp: dict
+    grad_sample_mode: str
+    device: torch.device
+    label: str
+    writer: store.RunWriter
+    target: torch.nn.Module | None = None  # the trained target model, once trained
+    checkpoints: list = field(default_factory=list)  # model states along the target's training
+
+    def build_model(self) -> torch.nn.Module:
+        info = self.ds.info
+        return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes, image_size=info.image_size[-1])
+
+    @property
+    def x_train(self) -> torch.Tensor:
+        return torch.from_numpy(self.ds.train_x)
+
+    @property
+    def y_train(self) -> torch.Tensor:
+        return torch.from_numpy(self.ds.train_y)
 
 
 def run_experiment(cfg: DictConfig) -> RunOutcome:
+    validate_config(cfg)
     run_config = run_config_dict(cfg)
     sweep_dir = sweep_dir_for(cfg)
     run_id = store.run_id_for(run_config)
@@ -124,10 +150,8 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     ds = load_dataset(cfg.dataset)
-    check_against_data(cfg, ds)
+    validate_with_data(cfg, ds.n_train)
     recipe = make_recipe(cfg.privacy, cfg.train, ds.n_train)
-    hp = effective_train(cfg.train, float(cfg.privacy.epsilon))
-    mode = grad_sample_mode(cfg.model)
     log.info(
         "%s training %s on %s (N=%d) %s -> %s", label, cfg.model.name, ds.info.name, ds.n_train,
         f"with DP-SGD sigma={recipe.noise_multiplier:.4g} q={recipe.sample_rate:.4g} T={recipe.steps} C={recipe.max_grad_norm:g} ({recipe.accountant})"
@@ -138,22 +162,9 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
         log.info("%s %s", label, recipe.accountant_note)
 
     writer = store.RunWriter(sweep_dir, run_id)
+    ctx = Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon)),
+                  grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer)
     try:
-        x_train = torch.from_numpy(ds.train_x)
-        y_train = torch.from_numpy(ds.train_y)
-        model = build_model(cfg.model, in_channels=ds.info.n_channels, n_classes=ds.info.n_classes, image_size=ds.info.image_size[-1])
-        with epoch_bar(cfg.progress, f"{label} epochs") as bar:
-            result = train(
-                model, x_train, y_train, recipe=recipe, hp=hp, grad_sample_mode=mode,
-                seed=int(cfg.seed), device=device, progress=bar,
-            )
-        test_logits = predict_logits(result.model, torch.from_numpy(ds.test_x), device=device)
-        train_logits = predict_logits(result.model, x_train, device=device)
-        utility = {
-            "test": utility_metrics(test_logits, ds.test_y, ds.info.n_classes),
-            "train": utility_metrics(train_logits, ds.train_y, ds.info.n_classes),
-            "test_per_class_accuracy": per_class_accuracy(test_logits, ds.test_y, ds.info.class_names),
-        }
         record = {
             "schema": store.SCHEMA_VERSION,
             "run_id": run_id,
@@ -161,19 +172,15 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
             "seed": int(cfg.seed),
             "dataset": {**ds.info.to_record(), "n_train": ds.n_train, "n_test": len(ds.test_y),
                         "n_val": 0 if ds.val_y is None else len(ds.val_y)},
-            "model": {"name": cfg.model.name, "parameters": int(sum(p.numel() for p in result.model.parameters())),
-                      "grad_sample_mode": mode if recipe.private else None},
-            "privacy": {**recipe.to_record(), "epsilon_spent": result.epsilon_spent},
-            "train": {**hp, "steps_taken": result.steps_taken, "wall_time_s": result.wall_time_s,
-                      "samples_per_s": result.samples_per_s, "loss_history": result.loss_history},
-            "utility": utility,
             "environment": {**versions(), "device": str(device), "threads": torch.get_num_threads(),
                             "hostname": platform.node(), "pid": os.getpid()},
         }
+        record.update(train_target(ctx))
+        settings = {name: attack_settings(cfg, name) for name in cfg.attack}
+        record["attacks"] = run_attacks(ctx, settings)
         record["wall_time_s"] = time.perf_counter() - started
-        record["summary"] = summarise(record, cfg)
+        record["summary"] = summarise(record)
         writer.write_text("config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_config)))
-        writer.save_state_dict("model.safetensors", result.model)
         writer.write_json(store.METRICS, record)
         run_dir = writer.publish({"config_hash": record["config_hash"]})
     except BaseException:
@@ -181,17 +188,95 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
         raise
     s = record["summary"]
     log.info(
-        "%s done in %.1fs: test accuracy %.3f, AUROC %.3f, eps spent %s -> %s",
-        label, record["wall_time_s"], s["test_accuracy"], s["test_auroc"], _fmt(s["epsilon_spent"]), run_dir,
+        "%s done in %.1fs: test accuracy %.3f, AUROC %.3f, eps spent %s%s -> %s",
+        label, record["wall_time_s"], s["test_accuracy"], s["test_auroc"], _fmt(s["epsilon_spent"]),
+        f", best membership AUC {s['mia_best_auc']:.3f}" if "mia_best_auc" in s else "", run_dir,
     )
     return RunOutcome(run_dir, sweep_dir, skipped=False)
+
+
+def train_target(ctx: Context) -> dict:
+    """Train the target model (the one whose utility is reported) and evaluate it."""
+    ds = ctx.ds
+    with epoch_bar(ctx.cfg.progress, f"{ctx.label} epochs") as bar:
+        result = train(
+            ctx.build_model(), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
+            grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, progress=bar,
+        )
+    ctx.target = result.model
+    test_logits = predict_logits(result.model, torch.from_numpy(ds.test_x), device=ctx.device)
+    train_logits = predict_logits(result.model, ctx.x_train, device=ctx.device)
+    ctx.writer.save_state_dict("model.safetensors", result.model)
+    return {
+        "model": {"name": ctx.cfg.model.name, "parameters": int(sum(p.numel() for p in result.model.parameters())),
+                  "grad_sample_mode": ctx.grad_sample_mode if ctx.recipe.private else None},
+        "privacy": {**ctx.recipe.to_record(), "epsilon_spent": result.epsilon_spent},
+        "train": {**ctx.hp, "steps_taken": result.steps_taken, "wall_time_s": result.wall_time_s,
+                  "samples_per_s": result.samples_per_s, "loss_history": result.loss_history},
+        "utility": {
+            "test": utility_metrics(test_logits, ds.test_y, ds.info.n_classes),
+            "train": utility_metrics(train_logits, ds.train_y, ds.info.n_classes),
+            "test_per_class_accuracy": per_class_accuracy(test_logits, ds.test_y, ds.info.class_names),
+        },
+    }
+
+
+def run_attacks(ctx: Context, settings: dict) -> dict:
+    """Every selected attack; each stage records its threat model beside its results."""
+    out: dict = {}
+    mia = selected_membership_attacks(settings)
+    if mia:
+        out["membership"] = membership_stage(ctx, mia)
+    if "audit" in settings:
+        out["audit"] = audit_stage(ctx, settings["audit"])
+    return out
+
+
+def membership_stage(ctx: Context, attacks: dict) -> dict:
+    cfg = ctx.cfg
+    queries = check_queries(cfg.membership.queries)
+    m = int(cfg.membership.num_models)
+    log.info("%s membership: training %d models on random halves of the training set with the target's recipe", ctx.label, m)
+    with count_bar(cfg.progress, f"{ctx.label} shadow models", total=m, unit="model") as bar:
+        pool = train_pool(
+            build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ctx.ds.test_x),
+            y_test=ctx.ds.test_y, recipe=ctx.recipe, hp=ctx.hp, grad_sample_mode=ctx.grad_sample_mode,
+            num_models=m, queries=queries, seed=int(cfg.seed), device=ctx.device, progress=bar,
+        )
+    scores = score_pool(pool, attacks, seed=int(cfg.seed))
+    metrics = membership_metrics(scores, pool.member, float(cfg.privacy.delta), seed=int(cfg.seed))
+    ctx.writer.write_parquet("membership_scores.parquet", scores_table(pool, scores))
+    return {
+        "protocol": {"num_models": m, "queries": queries, "pool": "training set",
+                     "members_per_model_mean": float(pool.member.sum(1).mean()),
+                     "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)),
+                     "pool_wall_time_s": pool.wall_time_s},
+        "threat_models": {name: THREAT_MODELS[spec["attack"].split("_")[0]] for name, spec in attacks.items()},
+        "attacks": metrics,
+    }
+
+
+def audit_stage(ctx: Context, settings) -> dict:
+    ds = ctx.ds
+    held_x = np.concatenate([a for a in (ds.val_x, ds.test_x) if a is not None and len(a)])
+    held_y = np.concatenate([a for a in (ds.val_y, ds.test_y) if a is not None and len(a)])
+    cx, cy = make_canaries(settings.canary, held_x, held_y, int(settings.n_canaries), ds.info.n_classes, seed=int(ctx.cfg.seed))
+    log.info("%s one-run audit: training once with %d %s canaries, each included with probability 1/2", ctx.label, len(cy), settings.canary)
+    result = train_audit_run(
+        build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, canary_x=cx, canary_y=cy, recipe=ctx.recipe, hp=ctx.hp,
+        grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, score=canary_score,
+    )
+    out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=settings.alpha)
+    out["canary"] = settings.canary
+    out["threat_model"] = THREAT_MODELS["audit"]
+    return out
 
 
 def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.4g}"
 
 
-def summarise(record: dict, cfg: DictConfig) -> dict:
+def summarise(record: dict) -> dict:
     """The flat row of the sweep table."""
     p, u, t = record["privacy"], record["utility"], record["train"]
     row = {
@@ -215,8 +300,27 @@ def summarise(record: dict, cfg: DictConfig) -> dict:
         for k, v in u[split].items():
             row[f"{split}_{k}"] = v
     row["generalization_gap"] = u["train"]["accuracy"] - u["test"]["accuracy"]
+    row.update(attack_summary(record.get("attacks", {})))
     row["train_wall_s"] = t["wall_time_s"]
     row["samples_per_s"] = t["samples_per_s"]
     row["run_wall_s"] = record["wall_time_s"]
     row["config_hash"] = record["config_hash"]
+    return row
+
+
+def attack_summary(attacks: dict) -> dict:
+    """Flat columns of the attack results: per attack, and the best over attacks."""
+    row: dict = {}
+    mia = attacks.get("membership", {}).get("attacks", {})
+    for name, m in mia.items():
+        row[f"mia_{name}_auc"] = m["auc"]
+        row[f"mia_{name}_tpr_at_0.1%fpr"] = m["tpr_at_fpr"][0]
+        row[f"mia_{name}_tpr_at_1%fpr"] = m["tpr_at_fpr"][1]
+        row[f"mia_{name}_epsilon_lb"] = m["empirical_epsilon"]["epsilon_lb"]
+    if mia:
+        row["mia_best_auc"] = max(m["auc"] for m in mia.values())
+        row["mia_best_tpr_at_0.1%fpr"] = max(m["tpr_at_fpr"][0] for m in mia.values())
+        row["empirical_epsilon_lb"] = max(m["empirical_epsilon"]["epsilon_lb"] for m in mia.values())
+    if "audit" in attacks:
+        row["audit_epsilon_lb"] = attacks["audit"]["epsilon_lb"]
     return row

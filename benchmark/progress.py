@@ -40,6 +40,24 @@ def epoch_bar(mode: str, desc: str):
         bar.close()
 
 
+@contextmanager
+def count_bar(mode: str, desc: str, total: int, unit: str = "it"):
+    """A callback ``(done, total)`` for loops that report their own progress."""
+    if not enabled(mode):
+        yield None
+        return
+    bar = tqdm(desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True)
+
+    def update(done: int, total_: int) -> None:
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
 def item_bar(mode: str, iterable, desc: str, total: int | None = None, unit: str = "it"):
     """Wrap an iterable in a bar (shadow models, attack iterations …) when bars are on."""
     if not enabled(mode):

@@ -123,7 +123,7 @@ class RunWriter:
 
     def write_json(self, name: str, obj: Any) -> Path:
         p = self.path(name)
-        p.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default, allow_nan=True))
+        p.write_text(json.dumps(obj, indent=2, default=_json_default, allow_nan=True))  # key order kept: table columns
         return p
 
     def write_text(self, name: str, text: str) -> Path:

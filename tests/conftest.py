@@ -12,10 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDPRIVBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
-# A sweep small enough for tests: a few hundred synthetic images, two epochs.
+# A sweep small enough for tests: a few hundred synthetic images, two epochs, the loss attack and
+# offline LiRA on four models.
 TINY = [
     "dataset.n_train=300", "dataset.n_val=100", "dataset.n_test=200",
     "train.epochs=2", "train.batch_size=64", "train.nonprivate.batch_size=64", "progress=off",
+    "attack=[loss,lira]", "attack.lira.online=false", "membership.num_models=4",
 ]
 
 
@@ -32,10 +34,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_cli(args: list[str], *, cwd: Path | None = None, timeout: int = 600, program: str = "medprivbench") -> subprocess.CompletedProcess:
+def run_cli(args: list[str], *, cwd: Path | None = None, timeout: int = 600, program: str = "medprivbench",
+            env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a console entry point in a fresh interpreter (Hydra keeps global state per process)."""
     module = {"medprivbench": "medprivbench.benchmark.cli:main", "medprivbench-report": "medprivbench.benchmark.cli:report_main"}[program]
     mod, fn = module.split(":")
     code = f"import sys; from {mod} import {fn} as f; sys.argv[0] = {program!r}; r = f(); sys.exit(r if isinstance(r, int) else 0)"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env)

@@ -1,0 +1,373 @@
+"""DP auditing: empirical lower bounds on ε from membership attack outcomes.
+
+Two audits, both honest lower bounds at confidence 1 − α that the accountant's ε must never
+undercut (if it does, something in training or accounting is wrong):
+
+- :func:`empirical_epsilon`: one membership test at a fixed threshold, its error rates bounded
+  with Clopper–Pearson intervals (:func:`clopper_pearson_epsilon`); the threshold is chosen on a
+  selection split and evaluated on a disjoint evaluation split.
+- :func:`one_run_audit`: Steinke, Nasr, Jagielski, "Privacy Auditing with One (1) Training Run"
+  (NeurIPS 2023): m canaries each included with probability ½ in a single training run; the
+  auditor guesses the inclusion of the highest- and lowest-scoring canaries.
+
+Definitions (an (ε, δ)-DP mechanism, any membership test): TPR ≤ e^ε·FPR + δ and, applied to
+the complementary test, TNR ≤ e^ε·FNR + δ.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import expit
+from scipy.stats import beta, binom
+
+_DIRECTIONS = ("greater_equal", "less_equal")
+
+
+# ----------------------------------------------------------------------------------------------
+# Clopper–Pearson bound from a confusion matrix
+# ----------------------------------------------------------------------------------------------
+
+
+def _validate_delta_alpha(delta: float, alpha: float) -> None:
+    if not 0.0 <= delta < 1.0:
+        raise ValueError(f"delta={delta}; expected a value in [0, 1)")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha={alpha}; expected a value in (0, 1)")
+
+
+def _cp_lower(successes: np.ndarray, failures: np.ndarray, level: float) -> np.ndarray:
+    """One-sided Clopper–Pearson lower bound at level (probability of exceeding the truth ≤ level)."""
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(level, successes, failures + 1)
+    return np.where(successes > 0, bound, 0.0)
+
+
+def _cp_upper(successes: np.ndarray, failures: np.ndarray, level: float) -> np.ndarray:
+    """One-sided Clopper–Pearson upper bound at level; always > 0, so ratios stay finite."""
+    with np.errstate(invalid="ignore"):
+        bound = beta.ppf(1.0 - level, successes + 1, failures)
+    return np.where(failures > 0, bound, 1.0)
+
+
+def _cp_epsilon(tp, fn, fp, tn, delta: float, alpha: float) -> np.ndarray:  # noqa: ANN001
+    """Vectorised body of :func:`clopper_pearson_epsilon` (inputs trusted, broadcastable)."""
+    tp, fn, fp, tn = (np.asarray(count, dtype=np.float64) for count in (tp, fn, fp, tn))
+    tpr_low = _cp_lower(tp, fn, alpha / 2.0)
+    fpr_high = _cp_upper(fp, tn, alpha / 2.0)
+    tnr_low = _cp_lower(tn, fp, alpha / 2.0)
+    fnr_high = _cp_upper(fn, tp, alpha / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        from_positives = np.log(np.maximum(tpr_low - delta, 0.0) / fpr_high)
+        from_negatives = np.log(np.maximum(tnr_low - delta, 0.0) / fnr_high)
+    return np.maximum(np.maximum(from_positives, from_negatives), 0.0)
+
+
+def clopper_pearson_epsilon(tp: int, fn: int, fp: int, tn: int, delta: float, alpha: float = 0.05) -> float:
+    """Lower bound on ε from one membership test's confusion matrix, at confidence 1 − α.
+
+    ε_lb = max(ln((TPR_lo − δ)/FPR_hi), ln((TNR_lo − δ)/FNR_hi), 0), where TPR_lo, TNR_lo are
+    one-sided Clopper–Pearson lower bounds and FPR_hi, FNR_hi one-sided upper bounds, each at
+    level α/2 (``scipy.stats.beta.ppf``). Clopper–Pearson intervals are symmetric under swapping
+    successes and failures, so TNR_lo = 1 − FPR_hi and FNR_hi = 1 − TPR_lo: the four bounds hold
+    together whenever the two events "TPR ≥ TPR_lo" and "FPR ≤ FPR_hi" do, which fails with
+    probability ≤ α, so the maximum over both directions keeps confidence 1 − α.
+
+    Zero counts: a bound from 0 successes is 0 (lower) and from 0 failures is 1 (upper), so
+    FPR_hi, FNR_hi > 0 and ε_lb stays finite (at most :func:`epsilon_ceiling`).
+
+    Args:
+        tp, fn: members predicted member / non-member (tp + fn ≥ 1).
+        fp, tn: non-members predicted member / non-member (fp + tn ≥ 1).
+        delta: δ in [0, 1).
+        alpha: 1 − confidence, in (0, 1).
+    """
+    counts = {"tp": tp, "fn": fn, "fp": fp, "tn": tn}
+    for name, count in counts.items():
+        if not (float(count).is_integer() and count >= 0):
+            raise ValueError(f"{name}={count}; expected a non-negative integer count")
+    if tp + fn == 0 or fp + tn == 0:
+        raise ValueError(f"tp+fn={tp + fn} members and fp+tn={fp + tn} non-members; both must be at least 1")
+    _validate_delta_alpha(delta, alpha)
+    return float(_cp_epsilon(tp, fn, fp, tn, delta, alpha))
+
+
+def epsilon_ceiling(n_members: int, n_nonmembers: int, delta: float, alpha: float = 0.05) -> float:
+    """The largest ε_lb that :func:`clopper_pearson_epsilon` can give for these sample sizes.
+
+    The bound grows with tp and tn and shrinks with fp and fn, so its maximum is at perfect
+    separation (tp = n_members, tn = n_nonmembers). With n members and n non-members and δ = 0
+    this is ln((α/2)^{1/n} / (1 − (α/2)^{1/n})) ≈ ln(n / ln(2/α)): 3.28 for 100 + 100 samples,
+    5.60 for 1000 + 1000 (α = 0.05).
+    """
+    if n_members < 1 or n_nonmembers < 1:
+        raise ValueError(f"n_members={n_members}, n_nonmembers={n_nonmembers}; both must be at least 1")
+    return clopper_pearson_epsilon(n_members, 0, 0, n_nonmembers, delta, alpha)
+
+
+# ----------------------------------------------------------------------------------------------
+# Empirical ε with a held-out threshold
+# ----------------------------------------------------------------------------------------------
+
+
+def _stratified_selection_mask(is_member: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """True for the selection split: ``round(fraction · count)`` of the members and of the non-members."""
+    selection = np.zeros(is_member.size, dtype=bool)
+    for group in (np.flatnonzero(is_member), np.flatnonzero(~is_member)):
+        chosen = rng.permutation(group)[: int(round(fraction * group.size))]
+        selection[chosen] = True
+    return selection
+
+
+def _confusion_at(scores: np.ndarray, is_member: np.ndarray, threshold: float, direction: str) -> tuple[int, int, int, int]:
+    predicted_member = scores >= threshold if direction == "greater_equal" else scores <= threshold
+    tp = int(np.sum(predicted_member & is_member))
+    fp = int(np.sum(predicted_member & ~is_member))
+    return tp, int(is_member.sum()) - tp, fp, int((~is_member).sum()) - fp
+
+
+def _best_threshold(scores: np.ndarray, is_member: np.ndarray, delta: float, alpha: float) -> tuple[float, str, float]:
+    """Threshold and direction maximising the Clopper–Pearson bound on these scores.
+
+    Candidates are every distinct score, with the rule "member if score ≥ t" (``greater_equal``)
+    and "member if score ≤ t" (``less_equal``); counts for all of them come from one sort.
+    """
+    n_members = int(is_member.sum())
+    n_nonmembers = is_member.size - n_members
+    members, nonmembers = np.sort(scores[is_member]), np.sort(scores[~is_member])
+    candidates = np.unique(scores)
+    best = (float(candidates[0]), _DIRECTIONS[0], -np.inf)
+    for direction in _DIRECTIONS:
+        if direction == "greater_equal":
+            tp = n_members - np.searchsorted(members, candidates, side="left")
+            fp = n_nonmembers - np.searchsorted(nonmembers, candidates, side="left")
+        else:
+            tp = np.searchsorted(members, candidates, side="right")
+            fp = np.searchsorted(nonmembers, candidates, side="right")
+        bounds = _cp_epsilon(tp, n_members - tp, fp, n_nonmembers - fp, delta, alpha)
+        index = int(np.argmax(bounds))
+        if bounds[index] > best[2]:
+            best = (float(candidates[index]), direction, float(bounds[index]))
+    return best
+
+
+def empirical_epsilon(
+    scores: np.ndarray,
+    is_member: np.ndarray,
+    delta: float,
+    *,
+    alpha: float = 0.05,
+    selection_fraction: float = 0.5,
+    seed: int = 0,
+) -> dict:
+    """Empirical lower bound on ε from membership scores, threshold chosen on held-out data.
+
+    The samples are split at random (stratified by membership, ``seed``) into a selection split
+    (``selection_fraction`` of the members and of the non-members) and a disjoint evaluation
+    split. The threshold and direction that maximise :func:`clopper_pearson_epsilon` on the
+    selection split are then fixed, and the bound is computed from the evaluation split's
+    confusion matrix at that threshold. Choosing the threshold on the scores it is evaluated on
+    would void the confidence level (a maximum over many tests is not one test).
+
+    Args:
+        scores: (n,) finite scores, higher = more likely a member (the selection may also pick
+            "member if score ≤ t").
+        is_member: (n,) bool ground truth.
+        delta: δ in [0, 1).
+        alpha: 1 − confidence, in (0, 1).
+        selection_fraction: share of each class used to choose the threshold, in (0, 1); each
+            split must keep at least one member and one non-member.
+        seed: seed of the split.
+
+    Returns:
+        dict with epsilon_lb; threshold and direction ("greater_equal": member if score ≥
+        threshold; "less_equal": member if score ≤ threshold); tp, fn, fp, tn on the evaluation
+        split; n_selection, n_evaluation; epsilon_ceiling (the largest ε_lb the evaluation split
+        could show, :func:`epsilon_ceiling`); delta; alpha.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    is_member = np.asarray(is_member)
+    if scores.ndim != 1 or is_member.shape != scores.shape:
+        raise ValueError(f"scores {scores.shape} and is_member {is_member.shape}; expected two 1-D arrays of one length")
+    if is_member.dtype != np.bool_:
+        raise ValueError(f"is_member has dtype {is_member.dtype}; expected bool")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinite values; expected finite scores")
+    if not 0.0 < selection_fraction < 1.0:
+        raise ValueError(f"selection_fraction={selection_fraction}; expected a value in (0, 1)")
+    _validate_delta_alpha(delta, alpha)
+
+    selection = _stratified_selection_mask(is_member, selection_fraction, np.random.default_rng(seed))
+    for split_name, split in (("selection", selection), ("evaluation", ~selection)):
+        n_in, n_out = int(np.sum(is_member[split])), int(np.sum(~is_member[split]))
+        if n_in == 0 or n_out == 0:
+            raise ValueError(
+                f"the {split_name} split holds {n_in} members and {n_out} non-members; "
+                "each split needs both (more samples or another selection_fraction)"
+            )
+
+    threshold, direction, _ = _best_threshold(scores[selection], is_member[selection], delta, alpha)
+    evaluation_scores, evaluation_member = scores[~selection], is_member[~selection]
+    tp, fn, fp, tn = _confusion_at(evaluation_scores, evaluation_member, threshold, direction)
+    return {
+        "epsilon_lb": clopper_pearson_epsilon(tp, fn, fp, tn, delta, alpha),
+        "threshold": threshold,
+        "direction": direction,
+        "tp": tp,
+        "fn": fn,
+        "fp": fp,
+        "tn": tn,
+        "n_selection": int(selection.sum()),
+        "n_evaluation": int((~selection).sum()),
+        "epsilon_ceiling": epsilon_ceiling(tp + fn, fp + tn, delta, alpha),
+        "delta": float(delta),
+        "alpha": float(alpha),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# One-run audit (Steinke, Nasr, Jagielski 2023)
+# ----------------------------------------------------------------------------------------------
+
+
+def _validate_guess_counts(r: int, v: int, m: int) -> None:
+    for name, value in (("r", r), ("v", v), ("m", m)):
+        if not (float(value).is_integer() and value >= 0):
+            raise ValueError(f"{name}={value}; expected a non-negative integer")
+    if not 0 <= v <= r <= m:
+        raise ValueError(f"v={v}, r={r}, m={m}; expected 0 <= v <= r <= m (correct <= guesses <= canaries)")
+
+
+def _one_run_p_value(r: int, v: int, epsilon: float, delta: float, m: int) -> float:
+    """Body of :func:`one_run_p_value` (inputs trusted)."""
+    q = expit(epsilon)  # e^ε / (1 + e^ε), the accuracy of ε-DP randomised response
+    tail = binom.sf(v - 1, r, q)  # P[Binom(r, q) ≥ v]
+    if delta == 0.0 or v == 0:
+        return float(min(1.0, tail))
+    shortfall = np.arange(1, v + 1)  # i = 1..v; for i > v the partial sums stop growing
+    partial_sums = np.cumsum(binom.pmf(v - shortfall, r, q))  # Σ_{j=1..i} P[Binom(r, q) = v − j]
+    delta_term = 2.0 * m * delta * float(np.max(partial_sums / shortfall))
+    return float(min(1.0, tail + delta_term))
+
+
+def one_run_p_value(r: int, v: int, epsilon: float, delta: float, m: int) -> float:
+    """p-value of "the training run is (ε, δ)-DP" after v correct of r inclusion guesses.
+
+    Steinke, Nasr, Jagielski, "Privacy Auditing with One (1) Training Run" (NeurIPS 2023): the
+    p-value of their (ε, δ) analysis, as computed by the paper's own p-value/ε-bound code:
+
+        p = min(1, P[Binom(r, q') ≥ v] + 2mδ · max_{i=1..v} (1/i) Σ_{j=1..i} P[Binom(r, q') = v − j]),
+        q' = e^ε / (1 + e^ε).
+
+    The δ term is the paper's: m canaries (all of them, guessed or not), the factor 2, and the
+    maximum over i from 1 to v. Taking i up to r as written in some statements gives the same
+    value: for i > v the partial sum no longer grows (Binom(r, q') = v − j < 0 has probability 0)
+    while 1/i shrinks. With v = 0 the tail alone is 1.
+
+    Args:
+        r: number of guesses (k₊ + k₋), r ≤ m.
+        v: number of correct guesses, v ≤ r.
+        epsilon: ε ≥ 0 of the null hypothesis.
+        delta: δ in [0, 1].
+        m: number of canaries.
+    """
+    _validate_guess_counts(r, v, m)
+    if not epsilon >= 0:
+        raise ValueError(f"epsilon={epsilon}; expected a value >= 0")
+    if not 0.0 <= delta <= 1.0:
+        raise ValueError(f"delta={delta}; expected a value in [0, 1]")
+    return _one_run_p_value(int(r), int(v), float(epsilon), float(delta), int(m))
+
+
+def one_run_epsilon(r: int, v: int, m: int, delta: float, alpha: float = 0.05, *, tolerance: float = 1e-9) -> float:
+    """Lower bound on ε from a one-run audit: the largest ε with :func:`one_run_p_value` < α.
+
+    Bisection as in the paper's code (which keeps p(ε_low) < α ≤ p(ε_high)); the bracket's upper
+    end doubles from 1 until p ≥ α, which always happens: as ε → ∞, q' → 1 and the tail → 1.
+    Returns 0 when even ε = 0 is not rejected (p(0) ≥ α). Without δ the bound has the closed form
+    logit(B⁻¹(α; v, r − v + 1)), the one-sided Clopper–Pearson lower bound on the accuracy at
+    level α mapped through q' = e^ε/(1 + e^ε); with v = r, logit(α^{1/r}).
+
+    Args:
+        r, v, m: guesses, correct guesses, canaries (0 ≤ v ≤ r ≤ m).
+        delta: δ in [0, 1].
+        alpha: significance level in (0, 1).
+        tolerance: width of the final bisection bracket.
+    """
+    _validate_guess_counts(r, v, m)
+    if not 0.0 <= delta <= 1.0:
+        raise ValueError(f"delta={delta}; expected a value in [0, 1]")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha={alpha}; expected a value in (0, 1)")
+    r, v, m = int(r), int(v), int(m)
+
+    def p_value(epsilon: float) -> float:
+        return _one_run_p_value(r, v, epsilon, float(delta), m)
+
+    if p_value(0.0) >= alpha:
+        return 0.0
+    low, high = 0.0, 1.0
+    while p_value(high) < alpha:
+        low, high = high, 2.0 * high
+    while high - low > tolerance:
+        middle = (low + high) / 2.0
+        if p_value(middle) < alpha:
+            low = middle
+        else:
+            high = middle
+    return low
+
+
+def one_run_audit(
+    scores: np.ndarray,
+    included: np.ndarray,
+    delta: float,
+    *,
+    k_plus: int,
+    k_minus: int,
+    alpha: float = 0.05,
+) -> dict:
+    """One-run audit of a single training run from canary scores (Steinke, Nasr, Jagielski 2023).
+
+    Each of the m canaries was included independently with probability ½ (``included``). The
+    auditor guesses "in" for the ``k_plus`` highest scores and "out" for the ``k_minus`` lowest,
+    abstaining on the rest; the numbers must be fixed before looking at the scores. Ties are
+    broken by canary index (stable sort), which is independent of the random inclusion.
+    r = k₊ + k₋ guesses, v of them correct, and the bound is :func:`one_run_epsilon`.
+
+    Args:
+        scores: (m,) finite canary scores, higher = more likely included.
+        included: (m,) bool, whether each canary was in the training run.
+        delta: δ of the claimed guarantee, in [0, 1].
+        k_plus, k_minus: numbers of "in" and "out" guesses, k₊ + k₋ ≤ m, k₊ + k₋ ≥ 1.
+        alpha: significance level in (0, 1).
+
+    Returns:
+        dict with epsilon_lb, r, v, m, k_plus, k_minus, accuracy (v/r), delta, alpha.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    included = np.asarray(included)
+    if scores.ndim != 1 or included.shape != scores.shape:
+        raise ValueError(f"scores {scores.shape} and included {included.shape}; expected two 1-D arrays of one length")
+    if included.dtype != np.bool_:
+        raise ValueError(f"included has dtype {included.dtype}; expected bool")
+    if not np.all(np.isfinite(scores)):
+        raise ValueError("scores contain NaN or infinite values; expected finite scores")
+    m = scores.size
+    if k_plus < 0 or k_minus < 0 or not 1 <= k_plus + k_minus <= m:
+        raise ValueError(f"k_plus={k_plus}, k_minus={k_minus}; expected non-negative numbers with 1 <= k_plus + k_minus <= {m}")
+
+    order = np.argsort(-scores, kind="stable")
+    guessed_in, guessed_out = order[:k_plus], order[m - k_minus :]
+    v = int(included[guessed_in].sum() + (~included[guessed_out]).sum())
+    r = k_plus + k_minus
+    return {
+        "epsilon_lb": one_run_epsilon(r, v, m, delta, alpha),
+        "r": r,
+        "v": v,
+        "m": m,
+        "k_plus": int(k_plus),
+        "k_minus": int(k_minus),
+        "accuracy": v / r,
+        "delta": float(delta),
+        "alpha": float(alpha),
+    }

@@ -1,0 +1,153 @@
+"""Check every point of a sweep before the first job starts.
+
+Hydra composes and validates one job at a time, and only when that job starts, so a bad value in
+the last point of a sweep would surface after hours of training, and Hydra's own composition
+errors span several lines. ``preflight(argv)`` expands the sweep exactly as Hydra's basic sweeper
+does (the config's ``hydra.sweeper.params`` overridden by the command line), composes each
+point with Hydra's compose API, loads each distinct dataset once, and runs the validation of
+benchmark/validate.py. The first problem becomes one line: what is wrong and what would be valid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+from omegaconf import OmegaConf
+
+from .errors import USER_ERRORS, ConfigError
+
+# Hydra flags that do not run jobs (help, printing the config, shell completion …).
+INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--info", "-i", "--shell-completion", "-sc",
+              "--resolve", "-p", "--package", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+
+
+def _condense(exc: Exception) -> str:
+    """Hydra/OmegaConf composition errors as one line."""
+    text = str(exc)
+    cause = exc.__cause__
+    full = text + ("\n" + str(cause) if cause is not None else "")
+    m = re.search(r"Could not (?:find|load) '([^']+)/([^']+)'", full)
+    if m:
+        return f"{m.group(1)}={m.group(2)} is not valid; choose one of {', '.join(_group_options(m.group(1)))}"
+    m = re.search(r"Value '([^']*)' (?:of type '\w+' )?could not be converted to (\w+)\s*\n\s*full_key: (\S+)", full)
+    if m:
+        kind = {"Float": "a number", "Integer": "a whole number", "Boolean": "true or false"}.get(m.group(2), m.group(2))
+        return f"{m.group(3)}={m.group(1)!r} is not valid; it must be {kind}"
+    m = re.search(r"Could not override '([^']+)'.*?Key '([^']+)' (?:is )?not in", full, re.S)
+    if m:
+        key = m.group(1).lstrip("+~")
+        parts = key.split(".")
+        for depth in range(len(parts)):  # the first component that does not exist
+            parent = ".".join(parts[:depth])
+            valid = _settings_of(parent)
+            if parts[depth] not in valid:
+                break
+        where = f" of {parent}" if parent else ""
+        bad = ".".join(parts[: depth + 1])
+        if parts[0] == "attack" and depth >= 2 and parts[depth] in valid:
+            return f"{key} configures attack {parts[1]!r}, which is not selected; add it to attack=[…]"
+        return f"{bad} is not a setting{where}; valid: {', '.join(valid)}" if valid else f"{bad} is not a setting{where}"
+    m = re.search(r"Missing mandatory value: (\S+)", full)
+    if m:
+        return f"{m.group(1)} is required; set it on the command line ({m.group(1)}=…)"
+    first = next((line.strip() for line in full.splitlines() if line.strip()), type(exc).__name__)
+    return first
+
+
+def _settings_of(parent: str) -> list[str]:
+    """The keys of ``parent`` in the typed schema (benchmark/config.py)."""
+    from dataclasses import fields
+
+    from .config import Config
+    from .validate import ATTACK_SCHEMAS
+
+    if parent == "attack":
+        return sorted(ATTACK_SCHEMAS)
+    if parent.startswith("attack.") and parent[7:] in ATTACK_SCHEMAS:
+        return sorted(f.name for f in fields(ATTACK_SCHEMAS[parent[7:]]))
+    node = OmegaConf.structured(Config)
+    for part in [p for p in parent.split(".") if p]:
+        node = node.get(part) if hasattr(node, "get") else None
+        if node is None or not OmegaConf.is_dict(node):
+            return []
+    return sorted(node.keys())
+
+
+def _group_options(group: str) -> list[str]:
+    from .cli import CONFIG_DIR
+
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+
+
+def _sweep_points(overrides: list[str], config_params: dict) -> list[list[str]]:
+    """Every job's override list, like Hydra's BasicSweeper (command line wins over the config)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    cli = parser.parse_overrides(overrides)
+    cli_keys = {o.get_key_element() for o in cli}
+    params = parser.parse_overrides([f"{k}={v}" for k, v in config_params.items() if k not in cli_keys])
+    axes = []
+    for o in [*params, *cli]:
+        if o.is_sweep_override():
+            if o.is_discrete_sweep():
+                values = list(o.sweep_string_iterator())
+            else:
+                raise ConfigError(f"{o.input_line}: only comma-separated sweeps are supported by the basic sweeper")
+            axes.append([f"{o.get_key_element()}={v}" for v in values])
+        else:
+            axes.append([o.input_line])
+    return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
+
+
+def _training_size(cfg, cache: dict) -> int:
+    from medprivbench.datasets import load_dataset
+
+    key = OmegaConf.to_yaml(cfg.dataset)
+    if key not in cache:
+        if cfg.dataset.name == "synthetic":  # size known without generating the images
+            n = int(cfg.dataset.n_train)
+            cache[key] = min(n, int(cfg.dataset.max_train)) if cfg.dataset.max_train is not None else n
+        else:
+            cache[key] = load_dataset(cfg.dataset).n_train
+    return cache[key]
+
+
+def preflight(argv: list[str], config_dir: str) -> int:
+    """Validate every sweep point; returns the number of points. Raises ConfigError (one line)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import register_configs
+    from .validate import validate_config, validate_with_data
+
+    if any(a in INFO_FLAGS or a.split("=")[0] in INFO_FLAGS for a in argv):
+        return 0
+    overrides = [a for a in argv if not a.startswith("-")]
+    job_overrides = [o for o in overrides if not re.match(r"^[+~]*hydra[./]", o)]
+    register_configs()
+    GlobalHydra.instance().clear()
+    sizes: dict = {}
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="preflight"):
+            try:
+                base = compose("config", overrides=[o for o in overrides if re.match(r"^[+~]*hydra[./]", o)],
+                               return_hydra_config=True)
+                params = OmegaConf.to_container(base.hydra.sweeper.get("params") or {}, resolve=False)
+                points = _sweep_points(job_overrides, params)
+            except USER_ERRORS:
+                raise
+            except Exception as exc:
+                raise ConfigError(_condense(exc)) from exc
+            for point in points:
+                try:
+                    cfg = compose("config", overrides=point)
+                    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+                except Exception as exc:
+                    raise ConfigError(_condense(exc)) from exc
+                validate_config(cfg)
+                validate_with_data(cfg, _training_size(cfg, sizes))
+    finally:
+        GlobalHydra.instance().clear()
+    return len(points)

@@ -1,0 +1,184 @@
+"""Validation of a run configuration, once, where it enters (scikit-learn's habit).
+
+``validate_config`` checks everything that needs no data; ``validate_with_data`` what needs the
+training-set size. Each failure is a :class:`ConfigError` whose message is one line naming the
+bad value and what would be valid. The experiment calls both before it trains anything, and the
+command line calls them for every point of a sweep before the first job starts
+(benchmark/preflight.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+from omegaconf import OmegaConf
+
+from .config import (
+    AuditAttackConfig,
+    LiRAAttackConfig,
+    LossAttackConfig,
+    RMIAAttackConfig,
+    is_private,
+)
+from .errors import ConfigError
+
+ATTACK_SCHEMAS = {
+    "loss": LossAttackConfig,
+    "lira": LiRAAttackConfig,
+    "rmia": RMIAAttackConfig,
+    "audit": AuditAttackConfig,
+}
+MEMBERSHIP_ATTACKS = ("loss", "lira", "rmia")
+
+
+def register_attack_schema(name: str, schema) -> None:
+    """Attack modules register their config dataclass here (name = the attack/<name>.yaml file)."""
+    ATTACK_SCHEMAS[name] = schema
+
+
+def _number(value, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{key}={value!r} is not a number")
+    if math.isnan(value):
+        raise ConfigError(f"{key}=nan is not a number")
+    return float(value)
+
+
+def _positive(value, key: str, *, allow_inf: bool = False, integer: bool = False) -> float:
+    v = _number(value, key)
+    if integer and (math.isinf(v) or v != int(v)):
+        raise ConfigError(f"{key}={value!r} must be a whole number")
+    if not v > 0 or (math.isinf(v) and not allow_inf):
+        raise ConfigError(f"{key}={value!r} is not valid; use a positive {'number or inf' if allow_inf else 'number'}")
+    return v
+
+
+def attack_settings(cfg, name: str):
+    """The typed settings of one selected attack (unknown keys and wrong types rejected)."""
+    if name not in ATTACK_SCHEMAS:
+        raise ConfigError(f"attack {name!r} is not valid; choose from {', '.join(sorted(ATTACK_SCHEMAS))}")
+    raw = cfg.attack[name]
+    schema = ATTACK_SCHEMAS[name]
+    known = {f.name for f in fields(schema)}
+    unknown = [k for k in raw.keys() if k not in known] if raw is not None else []
+    if unknown:
+        raise ConfigError(
+            f"attack.{name}.{unknown[0]} is not a setting of attack {name!r}; valid: {', '.join(sorted(known)) or 'none'}"
+        )
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), raw or {}))
+    except Exception as exc:  # omegaconf's validation errors, made one line
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"attack.{name}: {first}") from exc
+
+
+def validate_config(cfg) -> None:
+    """Checks that need no data."""
+    from .models import MODELS, grad_sample_mode
+    from .privacy import ACCOUNTANTS
+    from .progress import MODES
+    from .training import LR_SCHEDULES, OPTIMIZERS
+
+    if cfg.dataset.name == "medmnist":
+        raise ConfigError("dataset=medmnist needs the subset: add dataset.name=<subset>, e.g. dataset.name=dermamnist")
+    if cfg.dataset.name == "imagefolder" and not str(cfg.dataset.root).strip():
+        raise ConfigError("dataset=imagefolder needs dataset.root=/path/to/images (one sub-folder per class)")
+    if cfg.dataset.max_train is not None:
+        _positive(cfg.dataset.max_train, "dataset.max_train", integer=True)
+    for key in ("n_train", "n_test", "size"):
+        _positive(cfg.dataset[key], f"dataset.{key}", integer=True)
+    eps = _number(cfg.privacy.epsilon, "privacy.epsilon")
+    if not eps > 0:
+        raise ConfigError(f"privacy.epsilon={cfg.privacy.epsilon!r} is not valid; use a positive number, or inf for non-private")
+    delta = _number(cfg.privacy.delta, "privacy.delta")
+    if not 0 < delta < 1:
+        raise ConfigError(f"privacy.delta={cfg.privacy.delta!r} is not valid; use a number in (0, 1/N)")
+    _positive(cfg.privacy.max_grad_norm, "privacy.max_grad_norm")
+    if cfg.privacy.accountant not in ACCOUNTANTS:
+        raise ConfigError(f"privacy.accountant={cfg.privacy.accountant!r} is not valid; choose one of {', '.join(ACCOUNTANTS)}")
+
+    if cfg.model.name not in MODELS:
+        raise ConfigError(f"model={cfg.model.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
+    grad_sample_mode(cfg.model)
+    _positive(cfg.model.width, "model.width", integer=True)
+    _positive(cfg.model.norm_groups, "model.norm_groups", integer=True)
+
+    for key in ("epochs", "batch_size"):
+        _positive(cfg.train[key], f"train.{key}", integer=True)
+    _positive(cfg.train.lr, "train.lr")
+    if cfg.train.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer={cfg.train.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.train.lr_schedule not in LR_SCHEDULES:
+        raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not valid; choose one of {', '.join(LR_SCHEDULES)}")
+    for key, value in cfg.train.nonprivate.items():
+        if value is None:
+            continue
+        if key in ("epochs", "batch_size"):
+            _positive(value, f"train.nonprivate.{key}", integer=True)
+        elif key == "lr":
+            _positive(value, "train.nonprivate.lr")
+        elif key == "optimizer" and value not in OPTIMIZERS:
+            raise ConfigError(f"train.nonprivate.optimizer={value!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
+
+    if cfg.progress not in MODES:
+        raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
+    if cfg.num_threads is not None:
+        _positive(cfg.num_threads, "num_threads", integer=True)
+    _validate_attacks(cfg)
+
+
+def _validate_attacks(cfg) -> None:
+    from .shadow import check_queries
+
+    selected = list(cfg.attack.keys())
+    settings = {name: attack_settings(cfg, name) for name in selected}
+    m = cfg.membership.num_models
+    if any(name in MEMBERSHIP_ATTACKS for name in selected):
+        _positive(m, "membership.num_models", integer=True)
+        check_queries(cfg.membership.queries)
+        if m < 2:
+            raise ConfigError(f"membership.num_models={m} is too small; membership attacks need at least 2 models (1 target + 1 shadow)")
+    if "lira" in settings:
+        lira = settings["lira"]
+        if lira.variance not in ("auto", "per_sample", "fixed"):
+            raise ConfigError(f"attack.lira.variance={lira.variance!r} is not valid; choose one of auto, per_sample, fixed")
+        if not (lira.online or lira.offline):
+            raise ConfigError("attack.lira: online and offline are both false; enable one or drop lira from attack=[…]")
+        if lira.online and m < 5:
+            raise ConfigError(
+                f"membership.num_models={m} is too small for online LiRA, which fits IN and OUT Gaussians from the "
+                "shadow models; use at least 5 (16 or more recommended) or attack.lira.online=false"
+            )
+    if "rmia" in settings:
+        rmia = settings["rmia"]
+        _positive(rmia.n_references, "attack.rmia.n_references", integer=True)
+        need = 2 * rmia.n_references if rmia.online else rmia.n_references
+        if m - 1 < need:
+            raise ConfigError(
+                f"membership.num_models={m} leaves {m - 1} reference models, too few for attack.rmia.n_references="
+                f"{rmia.n_references}{' (online needs twice as many)' if rmia.online else ''}; use num_models ≥ {need + 1}"
+            )
+    if "audit" in settings:
+        audit = settings["audit"]
+        _positive(audit.n_canaries, "attack.audit.n_canaries", integer=True)
+        if not 0 < audit.guess_fraction <= 0.5:
+            raise ConfigError(f"attack.audit.guess_fraction={audit.guess_fraction} is not valid; use a value in (0, 0.5]")
+        if not 0 < audit.alpha < 1:
+            raise ConfigError(f"attack.audit.alpha={audit.alpha} is not valid; use a value in (0, 1)")
+
+
+def validate_with_data(cfg, n_train: int) -> None:
+    """Checks that need the size N of the training set."""
+    from .training import effective_train
+
+    eps = float(cfg.privacy.epsilon)
+    delta = float(cfg.privacy.delta)
+    if is_private(eps) and not delta < 1.0 / n_train:
+        raise ConfigError(
+            f"privacy.delta={delta:g} is not below 1/N = {1.0 / n_train:.3g} for N={n_train} training images; "
+            f"use a delta below {1.0 / n_train:.3g} (e.g. {10 ** math.floor(math.log10(0.1 / n_train)):g})"
+        )
+    batch = effective_train(cfg.train, eps)["batch_size"]
+    if batch > n_train:
+        raise ConfigError(f"train.batch_size={batch} is larger than the {n_train} training images; use at most {n_train}")
