@@ -39,7 +39,7 @@ from .membership_run import (
 )
 from .shadow import check_queries, make_canaries, train_audit_run, train_pool
 from .training import DPRecipe, effective_train, make_recipe, predict_logits, train
-from .validate import attack_settings, validate_config, validate_with_data
+from .validate import attack_settings, safe_name, validate_config, validate_with_data
 
 log = logging.getLogger("medprivbench")
 
@@ -56,14 +56,6 @@ def run_config_dict(cfg: DictConfig) -> dict:
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     container.pop("hydra", None)
     return container
-
-
-def safe_name(value: str, what: str) -> str:
-    """A folder name taken from config: no separators, no '..', not empty."""
-    value = str(value)
-    if not value or value in (".", "..") or "/" in value or "\\" in value or value.startswith(".") or "\0" in value:
-        raise ConfigError(f"{what}={value!r} is not a valid folder name; use letters, digits, '-', '_' or '.' (no '/', no '..')")
-    return value
 
 
 def sweep_dir_for(cfg: DictConfig) -> Path:
@@ -120,7 +112,13 @@ class Context:
     target: torch.nn.Module | None = None  # the trained target model, once trained
     checkpoints: list = field(default_factory=list)  # model states along the target's training
 
-    def build_model(self) -> torch.nn.Module:
+    def build_model(self, seed: int) -> torch.nn.Module:
+        """A freshly initialised model; the initial weights depend only on ``seed``.
+
+        Seeding here (not relying on the global RNG's state) keeps every model identical whether
+        a sweep runs whole, resumes after a crash, or runs its jobs in another order or process.
+        """
+        torch.manual_seed(seed)
         info = self.ds.info
         return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes, image_size=info.image_size[-1])
 
@@ -200,7 +198,7 @@ def train_target(ctx: Context) -> dict:
     ds = ctx.ds
     with epoch_bar(ctx.cfg.progress, f"{ctx.label} epochs") as bar:
         result = train(
-            ctx.build_model(), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
+            ctx.build_model(int(ctx.cfg.seed)), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, progress=bar,
         )
     ctx.target = result.model

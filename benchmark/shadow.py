@@ -64,7 +64,7 @@ def membership_matrix(num_models: int, n: int, seed: int) -> np.ndarray:
 
 
 def train_pool(
-    *, build: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
+    *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, num_models: int, queries: list[str], seed: int, device,
     progress: Callable | None = None,
 ) -> PoolResult:
@@ -75,8 +75,9 @@ def train_pool(
     logits, test_acc = [], []
     for m in range(num_models):
         idx = torch.from_numpy(np.flatnonzero(member[m]))
-        result = train(build(), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                       seed=seed * 1000 + m + 1, device=device)
+        model_seed = seed * 1000 + m + 1
+        result = train(build(model_seed), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
+                       seed=model_seed, device=device)
         logits.append(query_logits(result.model, x, queries, device).astype(np.float32))
         test_acc.append(float((predict_logits(result.model, x_test, device=device).argmax(1) == y_test).mean()))
         if progress is not None:
@@ -119,7 +120,7 @@ class AuditRunResult:
 
 
 def train_audit_run(
-    *, build: Callable[[], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
+    *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, seed: int, device, score: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> AuditRunResult:
     """Train once on the training set plus each canary with probability ½; score every canary."""
@@ -129,7 +130,7 @@ def train_audit_run(
     cx, cy = torch.from_numpy(canary_x), torch.from_numpy(canary_y.astype(np.int64))
     x_all = torch.cat([x, cx[torch.from_numpy(included)]])
     y_all = torch.cat([y, cy[torch.from_numpy(included)]])
-    result = train(build(), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
+    result = train(build(seed * 1000 + 999), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
                    seed=seed * 1000 + 999, device=device)
     logits = predict_logits(result.model, cx, device=device)
     return AuditRunResult(scores=score(logits, canary_y), included=included, wall_time_s=time.perf_counter() - start)

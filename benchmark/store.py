@@ -113,7 +113,10 @@ class RunWriter:
         self.sweep_dir = Path(sweep_dir)
         self.run_id = run_id
         self.final_dir = self.sweep_dir / "runs" / run_id
-        self.dir = self.sweep_dir / "runs" / ".partial" / f"{run_id}.{uuid.uuid4().hex[:8]}"
+        partial = self.sweep_dir / "runs" / ".partial"
+        remove_stale_partials(partial)
+        # host and pid in the name let a later run tell a crashed writer's leftovers from a live one
+        self.dir = partial / f"{run_id}.{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.dir.mkdir(parents=True, exist_ok=False)
 
     def path(self, name: str) -> Path:
@@ -172,6 +175,31 @@ class RunWriter:
 
     def discard(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_HOST = (os.uname().nodename if hasattr(os, "uname") else "host").replace(".", "-")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(partial: Path) -> None:
+    """Delete half-written run folders left by processes of this host that no longer exist."""
+    if not partial.is_dir():
+        return
+    for d in partial.iterdir():
+        parts = d.name.split(".")
+        if len(parts) < 4 or parts[-3] != _HOST or not parts[-2].isdigit():
+            continue
+        if not _pid_alive(int(parts[-2])):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def validate_run(run_dir: Path, *, check_hashes: bool = True) -> str | None:

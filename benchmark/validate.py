@@ -10,6 +10,7 @@ command line calls them for every point of a sweep before the first job starts
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import fields
 
 from omegaconf import OmegaConf
@@ -52,6 +53,19 @@ def _positive(value, key: str, *, allow_inf: bool = False, integer: bool = False
     if not v > 0 or (math.isinf(v) and not allow_inf):
         raise ConfigError(f"{key}={value!r} is not valid; use a positive {'number or inf' if allow_inf else 'number'}")
     return v
+
+
+def safe_name(value: str, what: str) -> str:
+    """A folder name taken from config: no separators, no '..', not hidden, not empty."""
+    value = str(value)
+    if not value or value in (".", "..") or "/" in value or "\\" in value or value.startswith(".") or "\0" in value:
+        raise ConfigError(f"{what}={value!r} is not a valid folder name; use letters, digits, '-', '_' or '.' (no '/', no '..')")
+    return value
+
+
+def check_device(name: str) -> None:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+        raise ConfigError(f"device={name!r} is not valid; use auto, cpu, cuda or cuda:N")
 
 
 def attack_settings(cfg, name: str):
@@ -121,6 +135,8 @@ def validate_config(cfg) -> None:
         elif key == "optimizer" and value not in OPTIMIZERS:
             raise ConfigError(f"train.nonprivate.optimizer={value!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
 
+    safe_name(cfg.name, "name")
+    check_device(cfg.device)
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
     if cfg.num_threads is not None:

@@ -47,6 +47,15 @@ def _medmnist_info(name: str) -> dict | None:
     return INFO.get(name, _FALLBACK_INFO.get(name))
 
 
+def _known_subsets() -> list[str] | None:
+    """The 2D subsets the medmnist package knows, or None without the package."""
+    try:
+        from medmnist.info import INFO
+    except Exception:
+        return None
+    return sorted(k for k in INFO if not k.endswith("3d"))
+
+
 def medmnist_path(root: str | Path, name: str, size: int) -> Path:
     suffix = "" if size == 28 else f"_{size}"
     return Path(root) / f"{name}{suffix}.npz"
@@ -90,6 +99,11 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool = False) -> ImageDataset:
     name = name.lower()
+    if name.endswith("3d"):
+        raise DataError(f"dataset.name={name!r} holds 3D volumes; the models here are 2D, choose a 2D MedMNIST subset")
+    known = _known_subsets()
+    if known is not None and name not in known:
+        raise DataError(f"dataset.name={name!r} is not a MedMNIST subset; valid 2D subsets: {', '.join(known)}")
     path = medmnist_path(root, name, size)
     if not path.exists():
         if not download:
