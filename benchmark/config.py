@@ -67,6 +67,10 @@ class NonPrivateOverrides:
     batch_size: Optional[int] = None
     momentum: Optional[float] = None
     weight_decay: Optional[float] = None
+    lr_schedule: Optional[str] = None
+    ema_decay: Optional[float] = None
+    augmult: Optional[int] = None
+    augmentations: Optional[list] = None
 
 
 @dataclass
@@ -78,6 +82,11 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_schedule: str = "cosine"  # constant | cosine
+    # exponential moving average of the weights (e.g. 0.999); null: off. Post-processing: free under DP.
+    ema_decay: Optional[float] = None
+    # augmentation multiplicity (De et al. 2022): views per image, averaged before clipping; 0: off
+    augmult: int = 0
+    augmentations: list = field(default_factory=lambda: ["shift", "hflip"])  # shift | hflip
     nonprivate: NonPrivateOverrides = field(default_factory=NonPrivateOverrides)
 
 
@@ -128,6 +137,16 @@ class AuditAttackConfig:
     canary: str = "mislabelled"  # mislabelled held-out images (label flipped) | ood (inverted intensities)
     guess_fraction: float = 0.25  # k₊ = k₋ = this fraction of m, fixed before scoring
     alpha: float = 0.05
+
+
+@dataclass
+class PriorAwareAttackConfig:
+    """Prior-aware reconstruction (Hayes, Mahloujifar, Balle 2023): pick the target among n candidates."""
+
+    n_candidates: int = 10  # prior size n; the ReRo bound is evaluated at κ = 1/n
+    trials: int = 200
+    n_states: int = 10  # model states along the target's training that the adversary knows
+    pool_size: int = 200  # training images the candidates of each trial are drawn from
 
 
 @dataclass

@@ -27,7 +27,9 @@ from .config import is_private
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode
+from .config import PriorAwareAttackConfig
 from .progress import count_bar, epoch_bar
+from .reconstruction_run import prior_aware_stage, rero_bounds
 from .membership_run import (
     THREAT_MODELS,
     audit_summary,
@@ -173,8 +175,9 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
             "environment": {**versions(), "device": str(device), "threads": torch.get_num_threads(),
                             "hostname": platform.node(), "pid": os.getpid()},
         }
-        record.update(train_target(ctx))
         settings = {name: attack_settings(cfg, name) for name in cfg.attack}
+        n_states = settings["prior_aware"].n_states if "prior_aware" in settings else 0
+        record.update(train_target(ctx, n_checkpoints=n_states))
         record["attacks"] = run_attacks(ctx, settings)
         record["wall_time_s"] = time.perf_counter() - started
         record["summary"] = summarise(record)
@@ -193,15 +196,17 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
     return RunOutcome(run_dir, sweep_dir, skipped=False)
 
 
-def train_target(ctx: Context) -> dict:
+def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     """Train the target model (the one whose utility is reported) and evaluate it."""
     ds = ctx.ds
     with epoch_bar(ctx.cfg.progress, f"{ctx.label} epochs") as bar:
         result = train(
             ctx.build_model(int(ctx.cfg.seed)), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, progress=bar,
+            n_checkpoints=n_checkpoints,
         )
     ctx.target = result.model
+    ctx.checkpoints = result.checkpoints
     test_logits = predict_logits(result.model, torch.from_numpy(ds.test_x), device=ctx.device)
     train_logits = predict_logits(result.model, ctx.x_train, device=ctx.device)
     ctx.writer.save_state_dict("model.safetensors", result.model)
@@ -227,6 +232,11 @@ def run_attacks(ctx: Context, settings: dict) -> dict:
         out["membership"] = membership_stage(ctx, mia)
     if "audit" in settings:
         out["audit"] = audit_stage(ctx, settings["audit"])
+    n_prior = settings["prior_aware"].n_candidates if "prior_aware" in settings else PriorAwareAttackConfig.n_candidates
+    recon: dict = {"bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, n_prior)}
+    if "prior_aware" in settings:
+        recon["prior_aware"] = prior_aware_stage(ctx, settings["prior_aware"], ctx.checkpoints)
+    out["reconstruction"] = recon
     return out
 
 
@@ -321,4 +331,11 @@ def attack_summary(attacks: dict) -> dict:
         row["empirical_epsilon_lb"] = max(m["empirical_epsilon"]["epsilon_lb"] for m in mia.values())
     if "audit" in attacks:
         row["audit_epsilon_lb"] = attacks["audit"]["epsilon_lb"]
+    recon = attacks.get("reconstruction", {})
+    if "bounds" in recon:
+        row["rero_bound_prior"] = recon["bounds"]["rero_prior"]["gamma"]
+        row["rero_bound_train"] = recon["bounds"]["rero_train"]["gamma"]
+    if "prior_aware" in recon:
+        row["prior_aware_success"] = recon["prior_aware"]["success_rate"]
+        row["prior_aware_ci_high"] = recon["prior_aware"]["ci_high"]
     return row

@@ -19,6 +19,7 @@ from .config import (
     AuditAttackConfig,
     LiRAAttackConfig,
     LossAttackConfig,
+    PriorAwareAttackConfig,
     RMIAAttackConfig,
     is_private,
 )
@@ -29,6 +30,7 @@ ATTACK_SCHEMAS = {
     "lira": LiRAAttackConfig,
     "rmia": RMIAAttackConfig,
     "audit": AuditAttackConfig,
+    "prior_aware": PriorAwareAttackConfig,
 }
 MEMBERSHIP_ATTACKS = ("loss", "lira", "rmia")
 
@@ -125,6 +127,18 @@ def validate_config(cfg) -> None:
         raise ConfigError(f"train.optimizer={cfg.train.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.train.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not valid; choose one of {', '.join(LR_SCHEDULES)}")
+    from .training import AUGMENTATIONS
+
+    augmult = cfg.train.augmult
+    if isinstance(augmult, bool) or not isinstance(augmult, int) or augmult < 0:
+        raise ConfigError(f"train.augmult={augmult!r} is not valid; use 0 (off) or the number of views per image")
+    bad = [a for a in cfg.train.augmentations if a not in AUGMENTATIONS]
+    if bad:
+        raise ConfigError(f"train.augmentations={list(cfg.train.augmentations)} is not valid; choose from {', '.join(AUGMENTATIONS)}")
+    if augmult > 0 and grad_sample_mode(cfg.model) == "ghost":
+        raise ConfigError("train.augmult needs per-sample gradients, which ghost clipping never forms; use model.grad_sample_mode=hooks or ew")
+    if cfg.train.ema_decay is not None and not 0 <= _number(cfg.train.ema_decay, "train.ema_decay") < 1:
+        raise ConfigError(f"train.ema_decay={cfg.train.ema_decay!r} is not valid; use a value in [0, 1) or null")
     for key, value in cfg.train.nonprivate.items():
         if value is None:
             continue
@@ -182,6 +196,18 @@ def _validate_attacks(cfg) -> None:
             raise ConfigError(f"attack.audit.guess_fraction={audit.guess_fraction} is not valid; use a value in (0, 0.5]")
         if not 0 < audit.alpha < 1:
             raise ConfigError(f"attack.audit.alpha={audit.alpha} is not valid; use a value in (0, 1)")
+
+
+    if "prior_aware" in settings:
+        pa = settings["prior_aware"]
+        if pa.n_candidates < 2:
+            raise ConfigError(f"attack.prior_aware.n_candidates={pa.n_candidates} is not valid; the prior needs at least 2 candidates")
+        _positive(pa.trials, "attack.prior_aware.trials", integer=True)
+        _positive(pa.n_states, "attack.prior_aware.n_states", integer=True)
+        if pa.pool_size < pa.n_candidates:
+            raise ConfigError(
+                f"attack.prior_aware.pool_size={pa.pool_size} is smaller than n_candidates={pa.n_candidates}; use at least {pa.n_candidates}"
+            )
 
 
 def validate_with_data(cfg, n_train: int) -> None:
