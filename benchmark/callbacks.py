@@ -33,16 +33,16 @@ def sweep_dirs_from_pointers(hydra_dir: Path) -> list[Path]:
     return dirs
 
 
-def finish_sweeps(sweep_dirs: list[Path]) -> list[Path]:
+def finish_sweeps(sweep_dirs: list[Path], report_cfg=None) -> list[Path]:
     """Aggregate each sweep folder's table and rebuild its report; returns the files written."""
     from . import store
-    from .report import build_report
+    from .report import build_report, report_options
 
     written = []
     for sweep_dir in sweep_dirs:
         df = store.aggregate(sweep_dir)
         csv_path, parquet_path = store.write_table(sweep_dir, df)
-        paths = build_report([sweep_dir])
+        paths = build_report([sweep_dir], **report_options(report_cfg))
         written += [csv_path, parquet_path, *paths]
         print(f"\nmedprivbench: {len(df)} run(s) in {sweep_dir}")
         print(f"  results table: {csv_path}")
@@ -54,7 +54,7 @@ def finish_sweeps(sweep_dirs: list[Path]) -> list[Path]:
 
 class SweepReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.sweep.dir))))
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.sweep.dir))), config.get("report"))
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.run.dir))))
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.run.dir))), config.get("report"))

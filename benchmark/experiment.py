@@ -26,7 +26,7 @@ from . import store
 from .config import is_private
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
-from .models import build_model, grad_sample_mode
+from .models import build_model, grad_sample_mode, split_frozen
 from .config import PriorAwareAttackConfig
 from .progress import count_bar, epoch_bar
 from .reconstruction_run import prior_aware_stage, rero_bounds
@@ -40,7 +40,7 @@ from .membership_run import (
     selected_membership_attacks,
 )
 from .shadow import check_queries, make_canaries, train_audit_run, train_pool
-from .training import DPRecipe, effective_train, make_recipe, predict_logits, train
+from .training import DPRecipe, compute_features, effective_train, make_recipe, predict_logits, train
 from .validate import attack_settings, safe_name, validate_config, validate_with_data
 
 log = logging.getLogger("medprivbench")
@@ -113,6 +113,8 @@ class Context:
     writer: store.RunWriter
     target: torch.nn.Module | None = None  # the trained target model, once trained
     checkpoints: list = field(default_factory=list)  # model states along the target's training
+    _train_features: torch.Tensor | None = None
+    _frozen: object = None  # the fixed feature extractor, False when the model has none, None: unknown
 
     def build_model(self, seed: int) -> torch.nn.Module:
         """A freshly initialised model; the initial weights depend only on ``seed``.
@@ -127,6 +129,22 @@ class Context:
     @property
     def x_train(self) -> torch.Tensor:
         return torch.from_numpy(self.ds.train_x)
+
+    def feature_fn(self):
+        """For models with fixed features: the function computing them; else None."""
+        if self._frozen is None:
+            self._frozen = split_frozen(self.build_model(0))[0] or False
+        if self._frozen is False:
+            return None
+        return lambda x: compute_features(self._frozen, x, self.device)
+
+    @property
+    def train_features(self) -> torch.Tensor | None:
+        """Fixed features of the training images, computed once per run (None for other models)."""
+        fn = self.feature_fn()
+        if self._train_features is None and fn is not None:
+            self._train_features = fn(self.x_train)
+        return self._train_features
 
     @property
     def y_train(self) -> torch.Tensor:
@@ -203,7 +221,7 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
         result = train(
             ctx.build_model(int(ctx.cfg.seed)), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, progress=bar,
-            n_checkpoints=n_checkpoints,
+            n_checkpoints=n_checkpoints, features=ctx.train_features,
         )
     ctx.target = result.model
     ctx.checkpoints = result.checkpoints
@@ -250,6 +268,7 @@ def membership_stage(ctx: Context, attacks: dict) -> dict:
             build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ctx.ds.test_x),
             y_test=ctx.ds.test_y, recipe=ctx.recipe, hp=ctx.hp, grad_sample_mode=ctx.grad_sample_mode,
             num_models=m, queries=queries, seed=int(cfg.seed), device=ctx.device, progress=bar,
+            features=ctx.train_features,
         )
     scores = score_pool(pool, attacks, seed=int(cfg.seed))
     metrics = membership_metrics(scores, pool.member, float(cfg.privacy.delta), seed=int(cfg.seed))
@@ -273,6 +292,7 @@ def audit_stage(ctx: Context, settings) -> dict:
     result = train_audit_run(
         build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, canary_x=cx, canary_y=cy, recipe=ctx.recipe, hp=ctx.hp,
         grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, score=canary_score,
+        feature_fn=ctx.feature_fn(), features=ctx.train_features,
     )
     out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=settings.alpha)
     out["canary"] = settings.canary

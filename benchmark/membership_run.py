@@ -20,6 +20,7 @@ from .shadow import AuditRunResult, PoolResult
 log = logging.getLogger("medprivbench")
 
 FPR_LEVELS = (0.001, 0.01)
+N_BOOTSTRAP = 1000  # enough resamples for the tails of Bonferroni-corrected (≈99.6%) intervals
 
 # What each attacker sees, in plain words (printed with the results: breaching's lesson).
 THREAT_MODELS = {
@@ -72,15 +73,19 @@ def score_pool(pool: PoolResult, attacks: dict[str, dict], seed: int) -> dict[st
 def membership_metrics(scores: dict[str, np.ndarray], member: np.ndarray, delta: float, *, seed: int, alpha: float = 0.05) -> dict:
     """ROC metrics and an empirical ε lower bound per attack.
 
-    The empirical bounds use α/k for k attacks (Bonferroni), so that the largest of them is
-    still an honest bound at level α.
+    Simultaneous inference (Bonferroni): with k attacks, each AUC and TPR@FPR interval has
+    confidence 1 − α/(k·(1 + #FPR levels)) and each empirical ε bound level α/k, so that "some
+    attack beats chance" or "the largest lower bound" is still a statement at level α, not the
+    luckiest of many 95% intervals.
     """
     truth = member.ravel()
     k = max(1, len(scores))
+    confidence = 1.0 - alpha / (k * (1 + len(FPR_LEVELS)))
     out = {}
     for name, s in scores.items():
         flat = s.ravel()
-        metrics = mia_metrics.roc_metrics(flat, truth, fpr_levels=FPR_LEVELS, seed=seed)
+        metrics = mia_metrics.roc_metrics(flat, truth, fpr_levels=FPR_LEVELS, seed=seed, confidence=confidence,
+                                          n_bootstrap=N_BOOTSTRAP)
         metrics["empirical_epsilon"] = auditing.empirical_epsilon(flat, truth, delta, alpha=alpha / k, seed=seed)
         out[name] = metrics
     return out

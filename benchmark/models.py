@@ -24,7 +24,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 # The per-sample gradient engine that is fastest *and* correct for each model on CPU, measured
 # by ``medprivbench-bench`` (benchmark/bench.py); tests/benchmark/test_models.py checks each
 # engine against brute-force per-sample gradients.
-FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks"}
+FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks", "scatternet": "ew"}
 GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -222,6 +222,72 @@ def densenet121(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Mo
         act=("relu", {"inplace": False}), norm=("group", {"num_groups": cfg.norm_groups}),
     )
     return make_dp_compatible(nn.Sequential(_MinSize(32), net), cfg.norm_groups)
+
+
+# --------------------------------------------------------------------------------------------
+class ScatteringFeatures(nn.Module):
+    """Fixed 2D scattering transform (Bruna & Mallat 2013; kymatio), J = 2 scales, L = 8 angles.
+
+    Hand-crafted, data-independent features: computing them costs no privacy, so DP training
+    only has to fit the small head on top (Tramèr & Boneh 2021, "Differentially Private Learning
+    Needs Better Features"). Output: (B, C·81, H/4, W/4).
+    """
+
+    def __init__(self, in_channels: int, image_size: int, J: int = 2, L: int = 8):
+        super().__init__()
+        # kymatio.torch imports its 3D module too, which needs a SciPy function removed in SciPy
+        # 1.15; the 2D frontend alone is all that is used here.
+        from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
+
+        self.scattering = ScatteringTorch2D(J=J, shape=(image_size, image_size), L=L)
+        self.out_channels = in_channels * (1 + J * L + L * L * J * (J - 1) // 2)
+
+    def forward(self, x):
+        out = self.scattering(x)  # (B, C, K, H', W')
+        return out.reshape(out.shape[0], -1, *out.shape[-2:])
+
+
+class FrozenFeatureClassifier(nn.Module):
+    """A fixed feature extractor followed by a trainable head.
+
+    Training code fits only ``head`` on features computed once per dataset (``frozen_features``);
+    attacks and evaluation use the whole model on images.
+    """
+
+    def __init__(self, features: nn.Module, head: nn.Module):
+        super().__init__()
+        self.frozen_features = features
+        self.head = head
+        for p in self.frozen_features.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, x):
+        return self.head(self.frozen_features(x))
+
+
+@register("scatternet")
+def scatternet(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+    """ScatterNet + GroupNorm + small CNN head (Tramèr & Boneh 2021); ``width`` = head channels.
+
+    The features are normalised per group of scattering channels (GroupNorm), as in the paper.
+    """
+    _require(cfg, "scatternet", weight_standardization=False)
+    features = ScatteringFeatures(in_channels, image_size)
+    c = features.out_channels
+    w = cfg.width
+    head = nn.Sequential(
+        nn.GroupNorm(_groups(c, cfg.norm_groups), c),
+        nn.Conv2d(c, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation), nn.MaxPool2d(2),
+        nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, n_classes),
+    )
+    return FrozenFeatureClassifier(features, head)
+
+
+def split_frozen(model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
+    """(fixed feature extractor or None, the part that training updates)."""
+    features = getattr(model, "frozen_features", None)
+    return (features, model.head) if features is not None else (None, model)
 
 
 def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int) -> nn.Module:

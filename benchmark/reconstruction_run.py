@@ -16,6 +16,8 @@ import torch
 from medprivbench.attacks.bounds import rero_bound
 from medprivbench.attacks.prior_aware import prior_aware_attack
 
+from .models import split_frozen
+
 log = logging.getLogger("medprivbench")
 
 # Clip norm handed to the prior-aware game for non-private runs (no clipping, no noise): far
@@ -39,16 +41,20 @@ def rero_bounds(recipe, n_train: int, n_candidates: int) -> dict:
 def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
     """The informed adversary's game on the target's real model states and training images."""
     recipe = ctx.recipe
+    rng = np.random.default_rng(30_000 + int(ctx.cfg.seed))
+    pool = np.sort(rng.choice(ctx.ds.n_train, size=min(settings.pool_size, ctx.ds.n_train), replace=False))
+    inputs = torch.from_numpy(ctx.ds.train_x[pool])
     states = []
     for state in checkpoints:
         model = ctx.build_model(0)
         model.load_state_dict(state)
-        states.append(model.eval())
+        frozen, trainable = split_frozen(model.eval())
+        states.append(trainable)
+    if ctx.train_features is not None:  # fixed features: gradients are the head's, on the features
+        inputs = ctx.train_features[torch.from_numpy(pool)]
     clip = recipe.max_grad_norm if math.isfinite(recipe.max_grad_norm) else UNCLIPPED
-    rng = np.random.default_rng(30_000 + int(ctx.cfg.seed))
-    pool = np.sort(rng.choice(ctx.ds.n_train, size=min(settings.pool_size, ctx.ds.n_train), replace=False))
     result = prior_aware_attack(
-        states, torch.from_numpy(ctx.ds.train_x[pool]), torch.from_numpy(ctx.ds.train_y[pool]),
+        states, inputs, torch.from_numpy(ctx.ds.train_y[pool]),
         noise_multiplier=recipe.noise_multiplier if recipe.private else 0.0,
         sample_rate=recipe.sample_rate, steps=recipe.steps, max_grad_norm=clip,
         n_candidates=settings.n_candidates, n_trials=settings.trials, seed=int(ctx.cfg.seed), device=ctx.device,

@@ -66,7 +66,7 @@ def membership_matrix(num_models: int, n: int, seed: int) -> np.ndarray:
 def train_pool(
     *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, num_models: int, queries: list[str], seed: int, device,
-    progress: Callable | None = None,
+    progress: Callable | None = None, features: torch.Tensor | None = None,
 ) -> PoolResult:
     if num_models < 2:
         raise ConfigError(f"membership.num_models={num_models} is too small; membership attacks need at least 2 models")
@@ -77,7 +77,7 @@ def train_pool(
         idx = torch.from_numpy(np.flatnonzero(member[m]))
         model_seed = seed * 1000 + m + 1
         result = train(build(model_seed), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                       seed=model_seed, device=device)
+                       seed=model_seed, device=device, features=None if features is None else features[idx])
         logits.append(query_logits(result.model, x, queries, device).astype(np.float32))
         test_acc.append(float((predict_logits(result.model, x_test, device=device).argmax(1) == y_test).mean()))
         if progress is not None:
@@ -122,6 +122,7 @@ class AuditRunResult:
 def train_audit_run(
     *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, seed: int, device, score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, features: torch.Tensor | None = None,
 ) -> AuditRunResult:
     """Train once on the training set plus each canary with probability ½; score every canary."""
     start = time.perf_counter()
@@ -130,7 +131,10 @@ def train_audit_run(
     cx, cy = torch.from_numpy(canary_x), torch.from_numpy(canary_y.astype(np.int64))
     x_all = torch.cat([x, cx[torch.from_numpy(included)]])
     y_all = torch.cat([y, cy[torch.from_numpy(included)]])
+    all_features = None
+    if features is not None and feature_fn is not None:  # fixed-feature models: reuse the training set's features
+        all_features = torch.cat([features, feature_fn(cx[torch.from_numpy(included)])])
     result = train(build(seed * 1000 + 999), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                   seed=seed * 1000 + 999, device=device)
+                   seed=seed * 1000 + 999, device=device, features=all_features)
     logits = predict_logits(result.model, cx, device=device)
     return AuditRunResult(scores=score(logits, canary_y), included=included, wall_time_s=time.perf_counter() - start)

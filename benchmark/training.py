@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .config import is_private
 from .errors import ConfigError
+from .models import split_frozen
 from .privacy import NoiseSolution, epsilon_spent, solve_noise_multiplier
 
 OPTIMIZERS = ("sgd", "adam", "nadam")
@@ -184,6 +185,7 @@ def train(
     device: torch.device | str = "cpu",
     progress: Callable | None = None,
     n_checkpoints: int = 0,
+    features: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` on (x, y) with ``recipe``; ``hp`` are the settings of ``effective_train``.
 
@@ -193,6 +195,8 @@ def train(
     the initial state on (the model states an informed adversary knows, attacks/prior_aware.py).
     ``hp["ema_decay"]`` keeps an exponential moving average of the weights (post-processing of
     the DP iterates, so it costs no privacy) and returns it as the model.
+    A model with fixed ``frozen_features`` (benchmark/models.py) trains only its head, on features
+    of ``x`` computed once; pass ``features`` when they are already known (e.g. for shadow models).
     """
     from opacus import PrivacyEngine
     from opacus.data_loader import DPDataLoader
@@ -201,9 +205,14 @@ def train(
     device = torch.device(device)
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
-    model = model.to(device)
+    full = model.to(device)
+    frozen, plain = split_frozen(full)
+    if frozen is not None:
+        x = features if features is not None else compute_features(frozen, x, device)
+        if int(hp.get("augmult") or 0) > 0:
+            raise ConfigError("train.augmult is not available for models with fixed features (their features are computed once)")
+    model = plain
     model.train()
-    plain = model
     aug = Augmentation(int(hp.get("augmult") or 0), list(hp.get("augmentations") or []), torch.Generator().manual_seed(seed + 2))
     if aug.active and recipe.private and grad_sample_mode == "ghost":
         raise ConfigError("train.augmult needs per-sample gradients; ghost clipping never forms them, use model.grad_sample_mode=hooks or ew")
@@ -254,7 +263,7 @@ def train(
             running, count = 0.0, 0
             for xb, yb in loader:
                 if steps in at:
-                    snapshots.append({k: v.detach().cpu().clone() for k, v in plain.state_dict().items()})
+                    snapshots.append({k: v.detach().cpu().clone() for k, v in full.state_dict().items()})
                 xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
                 inputs, targets = aug.views(xb, yb) if aug.active else (xb, yb)
                 optimizer.zero_grad(set_to_none=True)
@@ -285,12 +294,23 @@ def train(
             model._close()  # remove Opacus hooks so the plain module can be reused
     else:
         spent = math.inf
-    final = ema.module if ema is not None else plain
-    final.eval()
+    if ema is not None:
+        if frozen is not None:
+            full.head = ema.module
+        else:
+            full = ema.module
+    full.eval()
     return TrainResult(
-        model=final, recipe=recipe, epsilon_spent=spent, steps_taken=steps, wall_time_s=wall,
+        model=full, recipe=recipe, epsilon_spent=spent, steps_taken=steps, wall_time_s=wall,
         samples_per_s=samples / max(wall, 1e-9), loss_history=losses, checkpoints=snapshots,
     )
+
+
+@torch.no_grad()
+def compute_features(module: nn.Module, x: torch.Tensor, device, batch_size: int = 512) -> torch.Tensor:
+    """Fixed features of every image, computed once (no gradients, no privacy cost)."""
+    module = module.to(device).eval()
+    return torch.cat([module(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
 
 
 @torch.no_grad()

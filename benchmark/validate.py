@@ -149,6 +149,9 @@ def validate_config(cfg) -> None:
         elif key == "optimizer" and value not in OPTIMIZERS:
             raise ConfigError(f"train.nonprivate.optimizer={value!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
 
+    from .report import report_options
+
+    report_options(cfg.get("report"))
     safe_name(cfg.name, "name")
     check_device(cfg.device)
     if cfg.progress not in MODES:

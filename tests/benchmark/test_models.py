@@ -17,6 +17,7 @@ CONFIGS = {
     "resnet9": dict(name="resnet9", width=8, activation="relu", norm_groups=4, weight_standardization=True),
     "resnet18": dict(name="resnet18", width=64, activation="relu", norm_groups=32),
     "densenet121": dict(name="densenet121", width=64, activation="relu", norm_groups=32),
+    "scatternet": dict(name="scatternet", width=8, activation="tanh", norm_groups=27),
 }
 
 
@@ -32,6 +33,8 @@ def test_every_registered_model_has_a_test_config():
 def test_model_takes_a_dp_step(name):
     torch.manual_seed(0)
     size = 16 if name in ("resnet18", "densenet121") else 28
+    if name == "scatternet":  # the fixed scattering features cost no privacy: only the head trains
+        frozen_before = {k: v.clone() for k, v in build_model(_cfg(name), in_channels=1, n_classes=3, image_size=size).frozen_features.state_dict().items()}
     model = build_model(_cfg(name), in_channels=1, n_classes=3, image_size=size)
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     before = [p.detach().clone() for p in model.parameters()]
@@ -44,6 +47,9 @@ def test_model_takes_a_dp_step(name):
     after = list(result.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))
     assert result.model(x).shape == (6, 3)
+    if name == "scatternet":
+        assert all(torch.equal(v, result.model.frozen_features.state_dict()[k]) for k, v in frozen_before.items())
+        assert not any(p.requires_grad for p in result.model.frozen_features.parameters())
 
 
 def _brute_force_grads(model, x, y):

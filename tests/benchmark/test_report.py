@@ -1,0 +1,401 @@
+"""The budget report built from small recorded sweeps (fake but schema-correct run folders, no training)."""
+
+from __future__ import annotations
+
+import math
+import re
+from itertools import combinations
+from pathlib import Path
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from medprivbench.benchmark import report, store
+from medprivbench.benchmark.cli import report_main
+from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.experiment import summarise
+
+HOSTILE = "<script>alert(1)</script>"
+MIA_ATTACKS = ("loss", "lira_online")
+RECON_ATTACKS = ("gradient_inversion", "imprint")
+N_POOL, N_MODELS = 40, 4
+
+
+# ----------------------------------------------------------------------------- a fake sweep
+def _roc(strength: float) -> dict:
+    fpr = np.concatenate([[0.0], np.logspace(-3, 0, 25)])
+    return {"fpr": fpr.tolist(), "tpr": np.minimum(1.0, fpr ** (1.0 / (1.0 + strength))).tolist()}
+
+
+def _membership_attack(rng, leaks: bool) -> dict:
+    auc = 0.62 + 0.02 * rng.random() if leaks else 0.49 + 0.02 * rng.random()
+    lo, hi = (auc - 0.04, auc + 0.04) if leaks else (auc - 0.03, auc + 0.03)
+    tpr = [0.02, 0.08] if leaks else [0.0, 0.01]
+    ci = [[0.005, 0.04], [0.05, 0.11]] if leaks else [[0.0, 0.002], [0.0, 0.02]]
+    return {
+        "n_members": 80, "n_nonmembers": 80, "auc": auc, "auc_ci": [lo, hi], "best_balanced_accuracy": auc,
+        "fpr_levels": [0.001, 0.01], "tpr_at_fpr": tpr, "tpr_at_fpr_ci": ci, "confidence": 0.95, "n_bootstrap": 200,
+        "roc_curve": _roc(1.0 if leaks else 0.0),
+        "empirical_epsilon": {"epsilon_lb": 0.4 + rng.random() / 10 if leaks else 0.0, "threshold": 0.0,
+                              "direction": "greater_equal", "tp": 40, "fn": 0, "fp": 38, "tn": 2, "n_selection": 80,
+                              "n_evaluation": 80, "epsilon_ceiling": 2.9, "delta": 1e-5, "alpha": 0.025},
+    }
+
+
+def _reconstruction(run_dir_writer: store.RunWriter, eps: float, rng) -> dict:
+    gamma = 1.0 if math.isinf(eps) else min(1.0, 0.02 * eps)
+    prior_gamma = 1.0 if math.isinf(eps) else min(1.0, 0.2 + 0.05 * eps)
+    attacks = {}
+    for key in RECON_ATTACKS:
+        grid = f"reconstructions/{key}.png"
+        matplotlib.image.imsave(run_dir_writer.path(grid), rng.random((16, 32)), cmap="gray")
+        share = 0.5 if math.isinf(eps) else 0.0
+        attacks[key] = {"threat_model": f"{key} attacker sees the noisy update", "psnr_mean": 12 + rng.random(),
+                        "psnr_max": 15.0, "ssim_mean": 0.2, "ssim_max": 0.3, "mse_mean": 0.05, "ncc_mean": 0.4,
+                        "rero": {"psnr": share, "ssim": share / 2}, "eta": {"psnr": 20.0, "ssim": 0.5},
+                        "wall_time_s": 1.0, "grid": grid}
+    return {
+        "setting": {"model_state": "initial", "batch_size": 4, "n_images": 4, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
+        "attacks": attacks,
+        "prior_aware": {"threat_model": "informed adversary", "success_rate": 0.12, "ci_low": 0.08, "ci_high": 0.17,
+                        "bound": prior_gamma, "chance": 0.1, "n_candidates": 10, "trials": 200},
+        "bounds": {"rero_prior": {"kappa": 0.1, "gamma": prior_gamma}, "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma}},
+    }
+
+
+def _record(eps: float, seed: int, *, class_names, real: bool, leaky: set, recon: bool, writer, rng) -> dict:
+    private = math.isfinite(eps)
+    accuracy = 0.9 - (0.2 / eps if private else 0.0) + 0.01 * seed
+    auroc = min(1.0, accuracy + 0.05)
+    leaks = eps in leaky
+    test = {"accuracy": accuracy, "balanced_accuracy": accuracy, "mcc": 0.5, "auroc": auroc, "sensitivity": 0.8,
+            "specificity": 0.8, "loss": 0.4}
+    record = {
+        "schema": store.SCHEMA_VERSION, "run_id": writer.run_id, "config_hash": f"hash{eps}{seed}", "seed": seed,
+        "dataset": {"name": "fake", "task": "binary", "n_channels": 1, "image_size": [8, 8], "class_names": class_names,
+                    "licence": "test", "citation": "none", "source": "generated in a test", "real_patient_data": real,
+                    "duplicates_dropped": {"train_internal": 0}, "n_train": N_POOL, "n_test": 20, "n_val": 0},
+        "environment": {"medprivbench": "0.1.0", "python": "3", "torch": "2", "opacus": "1", "monai": "1",
+                        "numpy": "2", "platform": "test", "device": "cpu", "threads": 1},
+        "model": {"name": "cnn", "parameters": 1234, "grad_sample_mode": "hooks" if private else None},
+        "privacy": {"epsilon_target": eps, "delta": 1e-5, "sample_rate": 0.25, "steps": 8, "noise_multiplier":
+                    (2.0 / eps if private else 0.0), "max_grad_norm": 1.0 if private else math.inf,
+                    "accountant": "prv" if private else "none", "accountant_note": "",
+                    "epsilon_spent": eps * 0.99 if private else math.inf},
+        "train": {"epochs": 2, "batch_size": 10, "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 0.0,
+                  "lr_schedule": "cosine", "steps_taken": 8, "wall_time_s": 1.5, "samples_per_s": 50.0, "loss_history": [1.0]},
+        "utility": {"test": test, "train": {**test, "accuracy": min(1.0, accuracy + 0.05)},
+                    "test_per_class_accuracy": {name: accuracy - 0.1 * i for i, name in enumerate(class_names)}},
+        "attacks": {
+            "membership": {
+                "protocol": {"num_models": N_MODELS, "queries": ["identity"], "pool": "training set"},
+                "threat_models": {a: f"black box ({a})" for a in MIA_ATTACKS},
+                "attacks": {a: _membership_attack(rng, leaks) for a in MIA_ATTACKS},
+            },
+            "audit": {"epsilon_lb": 0.0, "r": 20, "v": 11, "m": 40, "k_plus": 10, "k_minus": 10, "accuracy": 0.55,
+                      "delta": 1e-5, "alpha": 0.05, "n_included": 20, "wall_time_s": 1.0, "canary": "mislabelled",
+                      "threat_model": "auditor with canaries"},
+        },
+        "wall_time_s": 3.0,
+    }
+    if recon:
+        record["attacks"]["reconstruction"] = _reconstruction(writer, eps, rng)
+    record["summary"] = summarise(record)
+    return record
+
+
+def _scores(rng, n_classes: int, leaks: bool) -> pd.DataFrame:
+    member = np.zeros((N_MODELS, N_POOL), bool)
+    for j in range(N_POOL):
+        member[rng.choice(N_MODELS, N_MODELS // 2, replace=False), j] = True
+    labels = rng.integers(0, n_classes, N_POOL)
+    df = pd.DataFrame({"target_model": np.repeat(np.arange(N_MODELS), N_POOL), "sample": np.tile(np.arange(N_POOL), N_MODELS),
+                       "label": np.tile(labels, N_MODELS), "member": member.ravel()})
+    for a in MIA_ATTACKS:
+        df[f"score_{a}"] = rng.normal(size=member.size) + (2.0 * member.ravel() if leaks else 0.0)
+    return df
+
+
+def make_sweep(folder: Path, *, budgets=(1.0, 8.0, math.inf), seeds=(0, 1), class_names=("benign", HOSTILE),
+               real: bool = False, leaky=(math.inf,), recon: bool = True) -> Path:
+    """A sweep folder of complete runs written through the results store, as a real sweep would."""
+    rng = np.random.default_rng(0)
+    for eps in budgets:
+        for seed in seeds:
+            writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed={seed}_fake")
+            record = _record(eps, seed, class_names=list(class_names), real=real, leaky=set(leaky), recon=recon,
+                             writer=writer, rng=rng)
+            writer.write_parquet("membership_scores.parquet", _scores(rng, len(class_names), eps in leaky))
+            writer.write_text("config.yaml", f"seed: {seed}\n")
+            writer.write_json(store.METRICS, record)
+            writer.publish()
+    return folder
+
+
+def records(folder: Path) -> list[dict]:
+    return [rec for _, rec in store.iter_complete_runs(folder)]
+
+
+# ----------------------------------------------------------------------------- reading the report back
+NUMBER = r"[+−-]?\d[\d,]*(?:\.\d+)?(?:e-?\d+)?"
+
+
+def numbers(cell_text: str) -> list[float]:
+    return [float(x.replace("−", "-").replace(",", "")) for x in re.findall(NUMBER, cell_text)]
+
+
+def markdown_table_after(md: str, heading: str) -> pd.DataFrame:
+    """The first Markdown table after ``heading``, as strings."""
+    lines = md[md.index(heading):].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+    return pd.DataFrame(rows[2:], columns=rows[0])
+
+
+def close(text: str, value: float) -> bool:
+    """The number written in ``text`` (3 decimals or 3 significant digits) is ``value``."""
+    written = numbers(text)[0]
+    return abs(written - value) <= 5e-4 + 5e-3 * abs(value)
+
+
+def mean_over_seeds(recs: list[dict], eps: float, get) -> float:
+    return float(np.mean([get(r) for r in recs if r["privacy"]["epsilon_target"] == eps]))
+
+
+def md_figures(md: str) -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", md)
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One synthetic sweep (three budgets, two seeds, every attack, a hostile class name) and its report."""
+    folder = make_sweep(tmp_path_factory.mktemp("results") / "fake-cnn")
+    paths = report.build_report([folder])
+    return folder, paths
+
+
+# ----------------------------------------------------------------------------- tests
+def test_report_files_are_written_in_the_sweep_folder(built):
+    folder, paths = built
+    assert paths == [folder / "report.html", folder / "report.md"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_headline_values_equal_the_run_records(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    table = markdown_table_after(md, "## Headline table")
+    recs = records(folder)
+    best = lambda r, key: max(m[key] for m in r["attacks"]["membership"]["attacks"].values())  # noqa: E731
+    columns = {
+        "accountant ε spent": lambda r: r["privacy"]["epsilon_spent"],
+        "σ": lambda r: r["privacy"]["noise_multiplier"],
+        "test accuracy": lambda r: r["utility"]["test"]["accuracy"],
+        "test AUROC": lambda r: r["utility"]["test"]["auroc"],
+        "best membership AUC": lambda r: best(r, "auc"),
+        "best TPR at 0.1% FPR": lambda r: max(m["tpr_at_fpr"][0] for m in r["attacks"]["membership"]["attacks"].values()),
+        "empirical ε lower bound (membership)": lambda r: max(
+            m["empirical_epsilon"]["epsilon_lb"] for m in r["attacks"]["membership"]["attacks"].values()),
+        "ε lower bound (one-run audit)": lambda r: r["attacks"]["audit"]["epsilon_lb"],
+        "reconstruction ReRo@η (best attack)": lambda r: max(
+            max(a["rero"].values()) for a in r["attacks"]["reconstruction"]["attacks"].values()),
+        "ReRo bound γ (κ = 1/N)": lambda r: r["attacks"]["reconstruction"]["bounds"]["rero_train"]["gamma"],
+        "prior-aware success": lambda r: r["attacks"]["reconstruction"]["prior_aware"]["success_rate"],
+        "ReRo bound γ (κ = 1/n)": lambda r: r["attacks"]["reconstruction"]["bounds"]["rero_prior"]["gamma"],
+    }
+    assert list(table["ε"]) == ["1", "8", "∞ (non-private)"]
+    for eps, (_, row) in zip((1.0, 8.0, math.inf), table.iterrows()):
+        for header, get in columns.items():
+            value = mean_over_seeds(recs, eps, get)
+            if math.isinf(value):
+                assert row[header] == "∞"
+            else:
+                assert close(row[header], value), (eps, header, row[header], value)
+        spread = np.std([r["utility"]["test"]["accuracy"] for r in recs if r["privacy"]["epsilon_target"] == eps], ddof=1)
+        assert "±" in row["test accuracy"] and close(row["test accuracy"].split("±")[1], spread)
+        assert row["runs"] == "2"
+        if math.isfinite(eps):
+            accuracy = columns["test accuracy"]
+            change = mean_over_seeds(recs, eps, accuracy) - mean_over_seeds(recs, math.inf, accuracy)
+            assert close(row["Δ accuracy vs non-private"], change)
+    # only the non-private runs leak in this sweep
+    assert list(table["attack beats chance"].str.split().str[0]) == ["no", "no", "yes"]
+
+
+def test_summary_names_the_largest_safe_budget_and_its_cost(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    summary = md[md.index("## Summary"):md.index("## Headline table")]
+    assert "The largest budget at which no attack beat chance within its confidence interval is ε = 8" in summary
+    recs = records(folder)
+    acc = lambda r: r["utility"]["test"]["accuracy"]  # noqa: E731
+    change = mean_over_seeds(recs, 8.0, acc) - mean_over_seeds(recs, math.inf, acc)
+    stated = re.search(r"a change of (\S+);", summary)[1]
+    assert close(stated, change)
+    assert "Without DP (ε = ∞)" in summary and "beat chance" in summary
+    # per run: 2 membership attacks × (AUC, 2 TPR levels, ε bound) + audit + prior-aware + 2 attacks × 2 ReRo shares
+    assert "up to 14 intervals and tests" in summary
+    assert "No empirical ε lower bound exceeds the accountant's ε" in summary
+    assert report.CHANCE_RULE_TEXT.split(":")[0] in summary  # the rule is stated
+
+
+def test_summary_warns_when_an_attack_beats_its_bound(built):
+    folder, _ = built
+    sweep = report.load_sweeps([folder])[0]
+    runs, evidence = report.run_frame(sweep), report.evidence_by_budget(sweep)
+    assert not any(s.startswith("Warning") for s in report.summary_sentences(sweep, runs, evidence))
+    leaky = runs.copy()
+    leaky.loc[leaky["epsilon"] == 1.0, "mia_epsilon_lb"] = 1.5  # above the accountant's ε = 0.99
+    warning = [s for s in report.summary_sentences(sweep, leaky, evidence) if s.startswith("Warning")]
+    assert len(warning) == 1 and "ε = 1 seed 0" in warning[0] and "ε = 1 seed 1" in warning[0]
+    run = sweep.at(8.0)[0]
+    run.record["attacks"]["reconstruction"]["prior_aware"]["bound"] = 0.05  # below the success interval
+    warning = [s for s in report.summary_sentences(sweep, runs, evidence) if s.startswith("Warning")]
+    assert len(warning) == 1 and "prior-aware" in warning[0] and "ε = 8 seed 0" in warning[0]
+
+
+def test_every_figure_exists_and_is_referenced(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    html = (folder / "report.html").read_text()
+    linked = md_figures(md)
+    on_disk = sorted(p.relative_to(folder).as_posix() for p in (folder / "figures").glob("*.png"))
+    assert sorted(linked) == on_disk
+    expected = {"utility_vs_epsilon", "membership_vs_epsilon", "roc_curves", "empirical_vs_accountant_epsilon",
+                "reconstruction_vs_epsilon", "per_class_risk"}
+    assert expected <= {Path(p).stem for p in linked}
+    # two reconstruction grids (one per attack) at each of three budgets: synthetic data, shown by default
+    assert sum(Path(p).name.startswith("recon_") for p in linked) == 3 * len(RECON_ATTACKS)
+    assert html.count('src="data:image/png;base64,') == len(linked)
+    assert "figures/" not in html  # self-contained: nothing linked
+
+
+def test_strings_from_data_are_escaped(built):
+    folder, _ = built
+    html = (folder / "report.html").read_text()
+    md = (folder / "report.md").read_text()
+    assert HOSTILE not in html and HOSTILE not in md
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in md
+    assert "<script" not in html.lower()
+    assert "Content-Security-Policy" in html and "default-src 'none'" in html
+
+
+def test_threat_models_metadata_and_per_class_sections(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    threats = markdown_table_after(md, "## Threat models")
+    expected = {"loss threshold", "LiRA online", "one-run audit", "gradient inversion", "prior-aware reconstruction"}
+    assert expected <= set(threats["attack"])
+    meta = markdown_table_after(md, "## Run metadata").set_index("")
+    assert meta.loc["seeds", "fake-cnn"] == "0, 1"
+    assert meta.loc["real patient data", "fake-cnn"].startswith("no")
+    per_class = markdown_table_after(md, "## Per-class risk")
+    assert len(per_class) == 3 * 2  # three budgets × two classes
+    recs = records(folder)
+    accuracy = mean_over_seeds(recs, 1.0, lambda r: r["utility"]["test_per_class_accuracy"]["benign"])
+    assert close(per_class[(per_class["ε"] == "1") & (per_class["class"] == "benign")]["test accuracy"].iloc[0], accuracy)
+    assert "most exposed training images" in md
+
+
+def test_per_sample_auc_matches_pairwise_counting():
+    rng = np.random.default_rng(3)
+    m, n = 6, 30
+    member = rng.random((m, n)) < 0.5
+    member[0], member[1] = True, False  # every image both in and out somewhere
+    score = np.round(rng.normal(size=(m, n)) + member, 1)  # rounded: ties happen
+    scores = pd.DataFrame({"target_model": np.repeat(np.arange(m), n), "sample": np.tile(np.arange(n), m),
+                           "label": 0, "member": member.ravel(), "score_x": score.ravel()})
+    got = report.per_sample_auc(scores, "score_x").set_index("sample")
+    for j in range(n):
+        inside, outside = score[member[:, j], j], score[~member[:, j], j]
+        pairs = [(a > b) + 0.5 * (a == b) for a in inside for b in outside]
+        assert got.loc[j, "auc"] == pytest.approx(np.mean(pairs))
+        assert got.loc[j, "p_perfect"] == pytest.approx(1 / len(list(combinations(range(m), len(inside)))))
+
+
+def test_real_patient_reconstructions_are_shown_only_when_opted_in(tmp_path):
+    """Opt in, then out again: the copied patient images must go (the comparison test checks the default)."""
+    real = make_sweep(tmp_path / "real-cnn", budgets=(8.0, math.inf), seeds=(0,), real=True)
+    out = tmp_path / "out"
+    report.build_report([real], out_dir=out, show_reconstructions=True)
+    md = (out / "report.md").read_text()
+    assert "withheld" not in md
+    grids = [p for p in md_figures(md) if Path(p).name.startswith("recon_")]
+    assert len(grids) == 2 * len(RECON_ATTACKS) and all((out / p).is_file() for p in grids)
+
+    report.build_report([real], out_dir=out)
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert "Reconstructed images of real-cnn withheld" in md and "--show-reconstructions" in md
+    assert "Reconstructed images of real-cnn withheld" in html
+    assert not list((out / "figures").glob("recon_*"))
+    assert not [p for p in md_figures(md) if Path(p).name.startswith("recon_")]
+
+
+def test_comparison_of_two_sweeps_side_by_side(built, tmp_path):
+    folder, _ = built
+    # a very large budget too: e^ε overflows, the DP bound is 1 there
+    other = make_sweep(tmp_path / "other-resnet", budgets=(1.0, 1e6, math.inf), seeds=(0,), real=True,
+                       leaky=(1e6, math.inf), class_names=("normal", "pneumonia"))
+    out = tmp_path / "comparison"
+    report.build_report([folder, other], out_dir=out)
+    md = (out / "report.md").read_text()
+    assert md.startswith("# medprivbench budget comparison: fake-cnn vs other-resnet")
+    side = markdown_table_after(md, "### Side by side")
+    assert list(side.columns[1:4]) == [f"fake-cnn: {c}" for c in ("test accuracy", "best membership AUC", "attack beats chance")]
+    assert list(side["ε"]) == ["1", "8", "1e6", "∞ (non-private)"]
+    assert list(side["other-resnet: attack beats chance"].str.split().str[0]) == ["no", "–", "yes", "yes"]
+    assert list(side["fake-cnn: attack beats chance"].str.split().str[0]) == ["no", "no", "–", "yes"]
+    assert "is ε = 1 " in md  # other-resnet: the largest safe budget is 1
+    # real patient data: withheld by default; synthetic data: shown
+    assert "Reconstructed images of other-resnet withheld" in md and "--show-reconstructions" in md
+    assert "Reconstructed images of fake-cnn withheld" not in md
+    grids = [Path(p).name for p in md_figures(md) if Path(p).name.startswith("recon_")]
+    assert grids and all(name.startswith("recon_fake-cnn_") for name in grids)
+    assert sorted(md_figures(md)) == sorted(p.relative_to(out).as_posix() for p in (out / "figures").glob("*.png"))
+    meta = markdown_table_after(md, "## Run metadata")
+    assert list(meta.columns) == ["", "fake-cnn", "other-resnet"]
+
+
+def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
+    """No attack ran, only the ReRo bounds were computed: the report says so and shows the bounds."""
+    folder = tmp_path / "plain"
+    rng = np.random.default_rng(1)
+    for eps in (2.0, math.inf):
+        writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed=0_fake")
+        record = _record(eps, 0, class_names=["a", "b"], real=True, leaky=set(), recon=False, writer=writer, rng=rng)
+        gamma = 0.3 if math.isfinite(eps) else 1.0
+        record["attacks"] = {"reconstruction": {"bounds": {"rero_prior": {"kappa": 0.1, "gamma": gamma},
+                                                           "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma / 2}}}}
+        record["summary"] = summarise(record)
+        writer.write_json(store.METRICS, record)
+        writer.publish()
+    assert report_main([str(folder)]) == 0
+    assert str(folder / "report.html") in capsys.readouterr().out
+    md = (folder / "report.md").read_text()
+    assert "No membership inference attack was recorded" in md
+    headline = markdown_table_after(md, "## Headline table")
+    assert "best membership AUC" not in headline.columns
+    assert close(headline["ReRo bound γ (κ = 1/N)"].iloc[0], 0.15)
+    bounds = markdown_table_after(md, "ReRo bounds (Hayes")
+    assert list(bounds["ε"]) == ["2", "∞ (non-private)"] and close(bounds.iloc[0, 3], 0.15)
+    assert "### Reconstructed images" not in md and "withheld" not in md  # no images to show or withhold
+    assert sorted(md_figures(md)) == sorted(p.relative_to(folder).as_posix() for p in (folder / "figures").glob("*.png"))
+    with pytest.raises(SystemExit):
+        report_main([str(tmp_path / "missing")])
+
+
+def test_report_options_from_config():
+    assert report.report_options({"show_reconstructions": True}) == {"show_reconstructions": True}
+    assert report.report_options(None) == {"show_reconstructions": False}
+    with pytest.raises(ConfigError, match="show_reconstruction"):
+        report.report_options({"show_reconstruction": True})
+    with pytest.raises(ConfigError, match="true or false"):
+        report.report_options({"show_reconstructions": "yes"})
