@@ -28,15 +28,15 @@ def _fail(message: str) -> None:
 
 def launcher_threads(launcher, cpu_count: int) -> int | None:
     """Torch threads per job so that parallel jobs do not oversubscribe the cores they are given."""
-    target = str(launcher.get("_target_", ""))
+    target = str(launcher.get("_target_", "")).lower()
     if "joblib" in target:
         n_jobs = int(launcher.get("n_jobs") or 1)
         n_jobs = cpu_count if n_jobs < 0 else n_jobs
         return max(1, cpu_count // max(1, n_jobs))
-    if "ray" in target.lower():
+    if "ray" in target:
         cpus = launcher.get("ray", {}).get("remote", {}).get("num_cpus")
         return max(1, int(cpus)) if cpus else None
-    if "submitit" in target:
+    if "submitit" in target or "slurm" in target:
         cpus = launcher.get("cpus_per_task")
         return max(1, int(cpus)) if cpus else None
     return None

@@ -150,6 +150,64 @@ class PriorAwareAttackConfig:
 
 
 @dataclass
+class GradientInversionAttackConfig:
+    """Gradient inversion of one client's DP-SGD update (Geiping et al. 2020; DLG, Zhu et al. 2019).
+
+    The attacker sees the update of a batch of ``batch_size`` training images at the run's σ and C
+    (per-sample clipping, noise σ·C, averaged), at the model's initial or trained weights, and
+    optimises dummy images whose gradient matches it. Optimiser settings: attacks/reconstruction.py.
+    """
+
+    n_images: int = 16  # images attacked in total (n_images / batch_size client updates)
+    batch_size: int = 1
+    model_state: str = "init"  # init | trained
+    labels: str = "known"  # known (granted by the threat model) | recovered (from the last layer)
+    loss: str = "cosine"  # cosine (Geiping) | l2 (DLG)
+    optimizer: str = "adam"  # adam (signed, Geiping) | lbfgs (DLG)
+    iterations: int = 3000
+    lr: float = 0.01
+    signed: bool = True
+    lr_decay: bool = True
+    boxed: bool = True
+    tv_weight: float = 1e-3
+    restarts: int = 1
+    init: str = "randn"
+    eta_psnr: float = 20.0  # ReRo@η thresholds: an image counts as reconstructed at PSNR ≥ η_psnr …
+    eta_ssim: float = 0.5  # … or (separately reported) SSIM ≥ η_ssim
+
+
+@dataclass
+class ImprintAttackConfig:
+    """Imprint / trap-weight attack of a malicious server (Fowl et al. 2022), as Ziller et al. ran it.
+
+    The server sends the client a model with an imprint block in front; the cut-offs of its bins
+    are quantiles of a measurement of public images (the test split here, never training images).
+    """
+
+    batch_size: int = 16
+    n_batches: int = 1  # client updates attacked (batch_size training images each)
+    n_bins: int = 128
+    measurement: str = "gaussian"  # gaussian (random directions) | mean (mean intensity)
+    n_measurements: int = 4
+    back_gain: float = 10.0
+    model_state: str = "init"  # the base classifier behind the block: init | trained
+    eta_psnr: float = 30.0  # an image counts as reconstructed at PSNR ≥ η (exact recovery is ≫ 30 dB)
+    eta_ssim: float = 0.5
+
+
+@dataclass
+class SizingConfig:
+    """How big the attacks are (configs/sizing/: quick for the default sweep, full for a study)."""
+
+    membership_models: int = 8
+    audit_canaries: int = 200
+    prior_trials: int = 100
+    inversion_images: int = 4
+    inversion_iterations: int = 1000
+    imprint_batches: int = 1
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -157,6 +215,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     attack: Any = field(default_factory=dict)  # one entry per selected attack (configs/attack/)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
+    sizing: SizingConfig = field(default_factory=SizingConfig)
     seed: int = 0
     # A sweep's folder under results_root: runs/, table.csv/.parquet and report.html/.md go there.
     name: str = "${dataset.name}-${model.name}"

@@ -29,7 +29,7 @@ from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
 from .config import PriorAwareAttackConfig
 from .progress import count_bar, epoch_bar
-from .reconstruction_run import prior_aware_stage, rero_bounds
+from .reconstruction_run import gradient_inversion_stage, imprint_stage, prior_aware_stage, rero_bounds
 from .membership_run import (
     THREAT_MODELS,
     audit_summary,
@@ -41,7 +41,7 @@ from .membership_run import (
 )
 from .shadow import check_queries, make_canaries, train_audit_run, train_pool
 from .training import DPRecipe, compute_features, effective_train, make_recipe, predict_logits, train
-from .validate import attack_settings, safe_name, validate_config, validate_with_data
+from .validate import RECONSTRUCTION_ATTACKS, attack_settings, safe_name, validate_config, validate_with_data
 
 log = logging.getLogger("medprivbench")
 
@@ -254,6 +254,17 @@ def run_attacks(ctx: Context, settings: dict) -> dict:
     recon: dict = {"bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, n_prior)}
     if "prior_aware" in settings:
         recon["prior_aware"] = prior_aware_stage(ctx, settings["prior_aware"], ctx.checkpoints)
+    inversion = {name: gradient_inversion_stage(ctx, name, settings[name])
+                 for name in ("gradient_inversion", "dlg") if name in settings}
+    if "imprint" in settings:
+        inversion["imprint"] = imprint_stage(ctx, settings["imprint"])
+    if inversion:
+        first = next(iter(inversion.values()))
+        sigma, clip = (ctx.recipe.noise_multiplier, ctx.recipe.max_grad_norm) if ctx.recipe.private else (0.0, math.inf)
+        recon["setting"] = {"model_state": first["model_state"], "batch_size": first["batch_size"],
+                            "n_images": first["n_images"], "noise_multiplier": sigma, "max_grad_norm": clip,
+                            "images": "training images (members), the client's DP-SGD update of one batch"}
+        recon["attacks"] = inversion
     out["reconstruction"] = recon
     return out
 
@@ -358,4 +369,10 @@ def attack_summary(attacks: dict) -> dict:
     if "prior_aware" in recon:
         row["prior_aware_success"] = recon["prior_aware"]["success_rate"]
         row["prior_aware_ci_high"] = recon["prior_aware"]["ci_high"]
+    for name, r in recon.get("attacks", {}).items():
+        row[f"recon_{name}_psnr_mean"] = r["psnr_mean"]
+        row[f"recon_{name}_ssim_mean"] = r["ssim_mean"]
+        row[f"recon_{name}_rero_psnr"] = r["rero"]["psnr"]
+    if recon.get("attacks"):
+        row["recon_best_rero"] = max(r["rero"]["psnr"] for r in recon["attacks"].values())
     return row

@@ -14,6 +14,7 @@ solver falls back to RDP and says so in the run record (DESIGN.md: very large ε
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -34,8 +35,12 @@ class NoiseSolution:
     note: str = ""  # why another accountant than the requested one was used, if it was
 
 
+@functools.lru_cache(maxsize=4096)
 def epsilon_spent(sigma: float, sample_rate: float, steps: int, delta: float, accountant: str) -> float:
-    """ε of ``steps`` DP-SGD steps at noise multiplier ``sigma`` and sampling rate ``sample_rate``."""
+    """ε of ``steps`` DP-SGD steps at noise multiplier ``sigma`` and sampling rate ``sample_rate``.
+
+    Cached: the σ search, the ε-spent record and every shadow model ask for the same values.
+    """
     from opacus.accountants import create_accountant
 
     if accountant not in ACCOUNTANTS:
@@ -54,7 +59,8 @@ def epsilon_spent(sigma: float, sample_rate: float, steps: int, delta: float, ac
         return float(acc.get_epsilon(delta))
 
 
-def _solve(target: float, delta: float, q: float, steps: int, accountant: str, hi_guess: float | None = None) -> NoiseSolution:
+def _solve(target: float, delta: float, q: float, steps: int, accountant: str, hi_guess: float | None = None,
+           relative_tolerance: float = RELATIVE_TOLERANCE) -> NoiseSolution:
     """Bracket σ, then the Illinois variant of regula falsi on log ε(σ) − log target over log σ.
 
     ε(σ) is decreasing and close to a power law, so a few accountant calls suffice (PRV calls cost
@@ -65,7 +71,7 @@ def _solve(target: float, delta: float, q: float, steps: int, accountant: str, h
         e = epsilon_spent(math.exp(log_sigma), q, steps, delta, accountant)
         return math.log(e) - math.log(target) if 0 < e < math.inf else math.inf
 
-    tol = max(ABSOLUTE_TOLERANCE, RELATIVE_TOLERANCE * target)
+    tol = max(ABSOLUTE_TOLERANCE, relative_tolerance * target)
     hi = math.log(hi_guess if hi_guess is not None else 1.0)
     f_hi = f(hi)
     while not f_hi <= 0:  # ε too large (or not finite): more noise
@@ -111,9 +117,10 @@ def solve_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, 
     """The smallest σ (within tolerance) whose ε after ``steps`` steps is at most ``epsilon``."""
     if accountant not in ACCOUNTANTS:
         raise ConfigError(f"privacy.accountant={accountant!r} is not valid; choose one of {', '.join(ACCOUNTANTS)}")
-    rdp = _solve(epsilon, delta, sample_rate, steps, "rdp")
     if accountant == "rdp":
-        return rdp
+        return _solve(epsilon, delta, sample_rate, steps, "rdp")
+    # RDP's σ brackets PRV's from above; a rough one suffices to start the PRV search.
+    rdp = _solve(epsilon, delta, sample_rate, steps, "rdp", relative_tolerance=0.05 if epsilon <= PRV_MAX_EPSILON else RELATIVE_TOLERANCE)
     # PRV is tighter than RDP, so its σ is at most RDP's: search from there. Beyond PRV_MAX_EPSILON
     # its privacy-loss grid grows until calls take minutes or give no finite ε.
     if epsilon > PRV_MAX_EPSILON:
@@ -122,6 +129,7 @@ def solve_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, 
             note=f"PRV accountant is used up to epsilon={PRV_MAX_EPSILON:g}; RDP used for epsilon={epsilon:g}",
         )
     if not math.isfinite(epsilon_spent(rdp.sigma, sample_rate, steps, delta, "prv")):
+        rdp = _solve(epsilon, delta, sample_rate, steps, "rdp", hi_guess=rdp.sigma)
         return NoiseSolution(
             sigma=rdp.sigma, epsilon=rdp.epsilon, accountant="rdp",
             note=f"PRV accountant cannot resolve ε={epsilon:g} (σ={rdp.sigma:.3g}); RDP used instead",

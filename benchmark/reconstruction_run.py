@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 
 import numpy as np
 import torch
@@ -63,3 +64,146 @@ def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
     log.info("%s prior-aware reconstruction: success %.3f [%.3f, %.3f] vs ReRo bound %.3f (chance %.3f)",
              ctx.label, result.success_rate, result.ci_low, result.ci_high, result.bound, result.chance)
     return out
+
+
+def _attacked_images(ctx, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training images (members: the patients whose data the update carries), seeded."""
+    rng = np.random.default_rng(40_000 + seed)
+    pick = np.sort(rng.choice(ctx.ds.n_train, size=n, replace=False))
+    return torch.from_numpy(ctx.ds.train_x[pick]), torch.from_numpy(ctx.ds.train_y[pick])
+
+
+def _dp_parameters(recipe) -> tuple[float, float]:
+    """σ and C of the client's step: the run's recipe, or no clipping and no noise without DP."""
+    if not recipe.private:
+        return 0.0, math.inf
+    return recipe.noise_multiplier, recipe.max_grad_norm
+
+
+def gradient_inversion_stage(ctx, name: str, settings) -> dict:
+    """Invert client updates of training images at the run's σ and C; score against the truth."""
+    from medprivbench.attacks import reconstruction as rec
+    from medprivbench.attacks.image_metrics import reconstruction_report, save_image_grid
+
+    from .validate import inversion_config
+
+    seed = int(ctx.cfg.seed)
+    model = (ctx.build_model(seed) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
+    sigma, clip = _dp_parameters(ctx.recipe)
+    images, labels = _attacked_images(ctx, settings.n_images, seed)
+    config = inversion_config(settings)
+    noise = torch.Generator(device=ctx.device).manual_seed(50_000 + seed)
+    updates = []
+    for start in range(0, settings.n_images, settings.batch_size):
+        xb = images[start : start + settings.batch_size].to(ctx.device)
+        yb = labels[start : start + settings.batch_size].to(ctx.device)
+        # the client's side: its DP-SGD update is all the attacker receives
+        updates.append(rec.simulate_client_update(
+            model, xb, yb, noise_multiplier=sigma, max_grad_norm=clip, reveal_labels=settings.labels == "known",
+            generator=noise, method="loop" if ctx.train_features is not None else "vmap"))
+    threat = updates[0].threat_model()
+    result = rec.run_gradient_inversion(model, updates, config, seed=seed)  # all updates optimised together
+    seconds = result.seconds
+    truth_t, recon_t = images, result.images.cpu().reshape(images.shape)
+    # scoring: the only place the true images meet the reconstructions
+    report = reconstruction_report(truth_t, recon_t, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim})
+    grid = f"reconstructions/{name}.png"
+    save_image_grid(truth_t, recon_t, ctx.writer.path(grid),
+                    title=f"{name.replace('_', ' ')}: truth (top) and reconstruction, eps={ctx.label}")
+    out = {
+        "threat_model": f"{THREAT_MODEL_TEXT[name]}; {threat['observes']}, labels {threat['labels']}",
+        **{k: report[k] for k in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
+        "rero": {k: report[f"rero_{k}"] for k in ("psnr", "ssim")},
+        "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
+        "per_image": report["per_image"],
+        "n_images": settings.n_images, "batch_size": settings.batch_size, "model_state": settings.model_state,
+        "config": result.summary()["config"], "trial_iterations_per_s": result.trial_iterations_per_second,
+        "wall_time_s": seconds, "grid": grid,
+    }
+    log.info("%s %s: mean PSNR %.1f dB, SSIM %.3f, ReRo@%g dB %.2f (%d images, B=%d, %.0f s)", ctx.label, name,
+             out["psnr_mean"], out["ssim_mean"], settings.eta_psnr, out["rero"]["psnr"], settings.n_images,
+             settings.batch_size, seconds)
+    return out
+
+
+def imprint_stage(ctx, settings) -> dict:
+    """A malicious server's imprint model; the client's DP-SGD update on it; images read back."""
+    from medprivbench.attacks.image_metrics import reconstruction_report, save_image_grid
+    from medprivbench.attacks.imprint import ImprintAttack, imprint_client_update
+
+    seed = int(ctx.cfg.seed)
+    base = (ctx.build_model(seed) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
+    sigma, clip = _dp_parameters(ctx.recipe)
+    attack = ImprintAttack(tuple(ctx.ds.train_x.shape[1:]), settings.n_bins, ctx.ds.test_x,
+                           measurement=settings.measurement, n_measurements=settings.n_measurements,
+                           back_gain=settings.back_gain, seed=seed)
+    n = settings.batch_size * settings.n_batches
+    images, labels = _attacked_images(ctx, n, seed + 1)
+    noise = torch.Generator(device=ctx.device).manual_seed(60_000 + seed)
+    reports, truth_all, recon_all, seconds = [], [], [], 0.0
+    start = time.perf_counter()
+    for b in range(settings.n_batches):
+        xb = images[b * settings.batch_size : (b + 1) * settings.batch_size]
+        yb = labels[b * settings.batch_size : (b + 1) * settings.batch_size]
+        # the client trains the model the server sent; only its DP-SGD update goes back
+        _, update = imprint_client_update(attack, base, xb.to(ctx.device), yb.to(ctx.device),
+                                          noise_multiplier=sigma, max_grad_norm=clip, generator=noise)
+        candidates = attack.reconstruct(update).cpu()
+        # scoring, apart from the attack: match candidates to the batch's true images
+        reports.append(reconstruction_report(xb, candidates, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim}))
+        truth_all.append(xb)
+        recon_all.append(_matched(candidates, reports[-1], xb))
+    seconds = time.perf_counter() - start
+    per_image = {k: [v for r in reports for v in r["per_image"][k]] for k in reports[0]["per_image"]}
+    grid = "reconstructions/imprint.png"
+    save_image_grid(torch.cat(truth_all)[:16], torch.cat(recon_all)[:16], ctx.writer.path(grid),
+                    title=f"imprint: truth (top) and reconstruction, {ctx.label}")
+    out = {
+        "threat_model": f"{THREAT_MODEL_TEXT['imprint']}; {attack.threat_model().get('observes', '')}".rstrip("; "),
+        **_summary(per_image),
+        "rero": {k: _share(per_image[k], k, getattr(settings, f"eta_{k}")) for k in ("psnr", "ssim")},
+        "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
+        "per_image": per_image, "n_images": n, "batch_size": settings.batch_size, "n_bins": settings.n_bins,
+        "candidates_per_batch": [r["n_candidates"] for r in reports], "model_state": settings.model_state,
+        "wall_time_s": seconds, "grid": grid,
+    }
+    log.info("%s imprint: mean PSNR %.1f dB, ReRo@%g dB %.2f (%d images in batches of %d, %.1f s)", ctx.label,
+             out["psnr_mean"], settings.eta_psnr, out["rero"]["psnr"], n, settings.batch_size, seconds)
+    return out
+
+
+def _matched(candidates: torch.Tensor, report: dict, truth: torch.Tensor) -> torch.Tensor:
+    """The candidate matched to each true image (a blank image where none was)."""
+    out = torch.zeros_like(truth)
+    for i, c in enumerate(report["matched_candidate"]):
+        if c is not None and c >= 0:
+            out[i] = candidates[c]
+    return out
+
+
+def _summary(per_image: dict) -> dict:
+    """Mean and max of each metric over the matched images (unmatched ones are None)."""
+    out = {}
+    for k in ("psnr", "ssim", "mse", "ncc"):
+        values = [v for v in per_image[k] if v is not None]
+        out[f"{k}_mean"] = float(np.mean(values)) if values else float("nan")
+        if k in ("psnr", "ssim"):
+            out[f"{k}_max"] = float(np.max(values)) if values else float("nan")
+    return out
+
+
+def _share(values: list, metric: str, eta: float) -> float:
+    """ReRo@η: the share of all true images reconstructed within η (unmatched images count as failures)."""
+    from medprivbench.attacks.image_metrics import HIGHER_IS_BETTER
+
+    hits = [v is not None and (v >= eta if HIGHER_IS_BETTER[metric] else v <= eta) for v in values]
+    return float(np.mean(hits)) if hits else 0.0
+
+
+THREAT_MODEL_TEXT = {
+    "gradient_inversion": "honest-but-curious server (Geiping et al. 2020): optimises images whose gradient matches "
+                          "the client's update (cosine distance + total variation)",
+    "dlg": "honest-but-curious server (Zhu et al. 2019, DLG baseline): L2 gradient matching with L-BFGS",
+    "imprint": "malicious server (Fowl et al. 2022, Robbing the Fed): sends a model with an imprint layer whose "
+               "weight-row gradients isolate single images",
+}

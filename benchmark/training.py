@@ -223,9 +223,9 @@ def train(
 
     if recipe.private:
         loader = DPDataLoader(dataset, sample_rate=recipe.sample_rate, generator=generator)
-        engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: ε comes from privacy.py
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # Opacus' reminder that its RNG is not cryptographic
+            engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: ε comes from privacy.py
             prepared = engine.make_private(
                 module=model, optimizer=optimizer, data_loader=loader, criterion=criterion,
                 noise_multiplier=recipe.noise_multiplier, max_grad_norm=recipe.max_grad_norm,

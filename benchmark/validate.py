@@ -17,6 +17,8 @@ from omegaconf import OmegaConf
 
 from .config import (
     AuditAttackConfig,
+    GradientInversionAttackConfig,
+    ImprintAttackConfig,
     LiRAAttackConfig,
     LossAttackConfig,
     PriorAwareAttackConfig,
@@ -31,7 +33,11 @@ ATTACK_SCHEMAS = {
     "rmia": RMIAAttackConfig,
     "audit": AuditAttackConfig,
     "prior_aware": PriorAwareAttackConfig,
+    "gradient_inversion": GradientInversionAttackConfig,
+    "dlg": GradientInversionAttackConfig,
+    "imprint": ImprintAttackConfig,
 }
+RECONSTRUCTION_ATTACKS = ("gradient_inversion", "dlg", "imprint")
 MEMBERSHIP_ATTACKS = ("loss", "lira", "rmia")
 
 
@@ -74,7 +80,8 @@ def attack_settings(cfg, name: str):
     """The typed settings of one selected attack (unknown keys and wrong types rejected)."""
     if name not in ATTACK_SCHEMAS:
         raise ConfigError(f"attack {name!r} is not valid; choose from {', '.join(sorted(ATTACK_SCHEMAS))}")
-    raw = cfg.attack[name]
+    # resolved in place, so that interpolations such as ${sizing.inversion_images} see the whole config
+    raw = OmegaConf.to_container(cfg.attack[name], resolve=True) if cfg.attack[name] is not None else None
     schema = ATTACK_SCHEMAS[name]
     known = {f.name for f in fields(schema)}
     unknown = [k for k in raw.keys() if k not in known] if raw is not None else []
@@ -213,6 +220,47 @@ def _validate_attacks(cfg) -> None:
             )
 
 
+    for name in ("gradient_inversion", "dlg"):
+        if name in settings:
+            _validate_inversion(name, settings[name])
+    if "imprint" in settings:
+        imp = settings["imprint"]
+        for key in ("batch_size", "n_batches", "n_bins", "n_measurements"):
+            _positive(getattr(imp, key), f"attack.imprint.{key}", integer=True)
+        if imp.measurement not in ("gaussian", "mean"):
+            raise ConfigError(f"attack.imprint.measurement={imp.measurement!r} is not valid; choose gaussian or mean")
+        if imp.model_state not in ("init", "trained"):
+            raise ConfigError(f"attack.imprint.model_state={imp.model_state!r} is not valid; choose init or trained")
+        if imp.measurement == "mean" and imp.n_measurements != 1:
+            raise ConfigError("attack.imprint.n_measurements must be 1 with measurement=mean (one vector)")
+        if imp.n_bins < 2 * imp.n_measurements:
+            raise ConfigError(f"attack.imprint.n_bins={imp.n_bins} is too small; use at least 2 bins per measurement ({2 * imp.n_measurements})")
+
+
+def _validate_inversion(name: str, gi) -> None:
+    _positive(gi.n_images, f"attack.{name}.n_images", integer=True)
+    _positive(gi.batch_size, f"attack.{name}.batch_size", integer=True)
+    if gi.n_images % gi.batch_size:
+        raise ConfigError(f"attack.{name}.n_images={gi.n_images} is not a multiple of batch_size={gi.batch_size}")
+    if gi.model_state not in ("init", "trained"):
+        raise ConfigError(f"attack.{name}.model_state={gi.model_state!r} is not valid; choose init or trained")
+    if gi.labels not in ("known", "recovered"):
+        raise ConfigError(f"attack.{name}.labels={gi.labels!r} is not valid; choose known or recovered")
+    try:
+        inversion_config(gi)
+    except ValueError as exc:
+        raise ConfigError(f"attack.{name}.{exc}") from exc
+
+
+def inversion_config(gi):
+    """The attack's optimiser settings (attacks/reconstruction.py validates them)."""
+    from medprivbench.attacks.reconstruction import InversionConfig
+
+    return InversionConfig(loss=gi.loss, optimizer=gi.optimizer, iterations=int(gi.iterations), lr=float(gi.lr),
+                           signed=bool(gi.signed), lr_decay=bool(gi.lr_decay), boxed=bool(gi.boxed),
+                           tv_weight=float(gi.tv_weight), restarts=int(gi.restarts), init=gi.init)
+
+
 def validate_with_data(cfg, n_train: int) -> None:
     """Checks that need the size N of the training set."""
     from .training import effective_train
@@ -224,6 +272,12 @@ def validate_with_data(cfg, n_train: int) -> None:
             f"privacy.delta={delta:g} is not below 1/N = {1.0 / n_train:.3g} for N={n_train} training images; "
             f"use a delta below {1.0 / n_train:.3g} (e.g. {10 ** math.floor(math.log10(0.1 / n_train)):g})"
         )
+    for name in RECONSTRUCTION_ATTACKS:
+        if name in cfg.attack:
+            a = attack_settings(cfg, name)
+            n_images = a.n_images if hasattr(a, "n_images") else a.batch_size * a.n_batches
+            if n_images > n_train:
+                raise ConfigError(f"attack.{name}.n_images={n_images} is more than the {n_train} training images")
     batch = effective_train(cfg.train, eps)["batch_size"]
     if batch > n_train:
         raise ConfigError(f"train.batch_size={batch} is larger than the {n_train} training images; use at most {n_train}")

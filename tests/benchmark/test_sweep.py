@@ -53,12 +53,16 @@ def test_real_breastmnist_sweep(tmp_path):
     path = shared_file("breastmnist.npz")
     result = run_cli([
         "dataset=breastmnist", f"dataset.root={path.parent}", "train.epochs=2", "progress=off",
-        f"results_root={tmp_path}", "privacy.epsilon=8,inf",
+        f"results_root={tmp_path}", "privacy.epsilon=8,inf", "attack=[loss,gradient_inversion]",
+        "membership.num_models=2", "sizing.inversion_images=2", "sizing.inversion_iterations=50",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "breastmnist-cnn" / "table.csv")
     assert len(table) == 2 and set(table["n_train"]) == {546}
     assert (table["test_auroc"] > 0.5).all()
+    assert table["recon_gradient_inversion_psnr_mean"].notna().all()
+    report = (tmp_path / "breastmnist-cnn" / "report.html").read_text()
+    assert "withheld" in report  # real patient images: reconstructions not shown without opt-in
 
 
 def test_bad_delta_is_one_line_and_writes_nothing(tmp_path):

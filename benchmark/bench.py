@@ -1,0 +1,375 @@
+"""``medprivbench-bench``: measure and print the cost of privacy and the speed of every stage.
+
+Everything is measured in one invocation, on this machine, so the ratios (DP step time over
+non-private step time) compare like with like. Each phase runs in a fresh subprocess so that its
+peak memory (max RSS; peak CUDA memory on a GPU) is its own.
+
+Phases:
+  privacy-cost   per model and per-sample-gradient engine: DP-SGD step / non-private step
+  training       target training and the shadow-model stage: samples/s, peak memory
+  attacks        gradient-inversion iterations/s, imprint time, ReRo bound at κ = 1/N
+  sweeps         wall time of the default sweep and (``--full``) of a full PneumoniaMNIST sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+PHASES = ("privacy-cost", "training", "attacks", "sweeps")
+DEFAULT_MODELS = ("cnn", "scatternet", "resnet9", "resnet18", "densenet121")
+# Batch sizes per model for the step-time measurement (the big ones are GPU models on CPU).
+STEP_BATCH = {"cnn": 256, "scatternet": 256, "resnet9": 32, "resnet18": 32, "densenet121": 16}
+MODEL_SETTINGS = {
+    "cnn": dict(width=16, activation="tanh", norm_groups=4),
+    "scatternet": dict(width=32, activation="tanh", norm_groups=27),
+    "resnet9": dict(width=64, activation="relu", norm_groups=16, weight_standardization=True),
+    "resnet18": dict(width=64, activation="relu", norm_groups=32),
+    "densenet121": dict(width=64, activation="relu", norm_groups=32),
+}
+FULL_SWEEP = ["dataset=pneumoniamnist", "'privacy.epsilon=1,8,1e3,1e6,inf'", "membership.num_models=16"]
+
+
+def _device(name: str):
+    import torch
+
+    return torch.device("cuda" if name == "auto" and torch.cuda.is_available() else ("cpu" if name == "auto" else name))
+
+
+def _peak_memory_mb(device) -> dict:
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        import torch
+
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return out
+
+
+def _model_cfg(name: str, mode: str = "auto"):
+    from omegaconf import OmegaConf
+
+    from .config import ModelConfig
+
+    return OmegaConf.structured(ModelConfig(name=name, grad_sample_mode=mode, **MODEL_SETTINGS[name]))
+
+
+class _Stepper:
+    """One model set up for non-private (``mode`` None) or DP training with one engine."""
+
+    def __init__(self, name: str, mode: str | None, batch: int, device):
+        import torch
+        import torch.nn as nn
+        from opacus import PrivacyEngine
+
+        from .models import build_model, split_frozen
+        from .training import compute_features
+
+        torch.manual_seed(0)
+        model = build_model(_model_cfg(name), in_channels=1, n_classes=2, image_size=28).to(device)
+        frozen, self.trainable = split_frozen(model)
+        x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        y = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(2))
+        if frozen is not None:
+            x = compute_features(frozen, x, device)
+        self.x, self.y, self.device = x.to(device), y.to(device), device
+        self.opt = torch.optim.SGD(self.trainable.parameters(), lr=0.0)
+        self.crit = nn.CrossEntropyLoss()
+        self.module = self.trainable
+        if mode is not None:
+            loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()), batch_size=batch)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out = PrivacyEngine().make_private(
+                    module=self.trainable, optimizer=self.opt, data_loader=loader, criterion=self.crit,
+                    noise_multiplier=0.0, max_grad_norm=1.0, grad_sample_mode=mode, poisson_sampling=False)
+            self.module, self.opt = out[0], out[1]
+            if mode == "ghost":
+                self.crit = out[2]
+        self.times: list[float] = []
+        self.first_update = None
+
+    def step(self, record: bool) -> None:
+        import torch
+
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda *_: None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sync(self.device)
+            t = time.perf_counter()
+            self.opt.zero_grad(set_to_none=True)
+            self.crit(self.module(self.x), self.y).backward()
+            self.opt.step()
+            sync(self.device)
+        if record:
+            self.times.append(time.perf_counter() - t)
+        if self.first_update is None:
+            self.first_update = [p.grad.detach().flatten().cpu() for p in self.trainable.parameters() if p.grad is not None]
+
+    @property
+    def median_s(self) -> float:
+        t = sorted(self.times)
+        return t[len(t) // 2]
+
+
+def phase_privacy_cost(models: list[str], steps: int, device) -> list[dict]:
+    """DP step / non-private step per model and engine, timed in interleaved rounds.
+
+    Every round times one step of each variant in turn, so that a slow moment of a shared
+    machine hits all variants alike; the medians over rounds are compared. 'correct': the
+    engine's clipped update equals the hooks engine's (the reference tested against brute force).
+    """
+    import torch
+
+    from .models import GRAD_SAMPLE_MODES, grad_sample_mode
+
+    rows = []
+    for name in models:
+        batch = STEP_BATCH.get(name, 64)
+        variants: dict = {None: _Stepper(name, None, batch, device)}
+        errors = {}
+        for mode in ("hooks",) + tuple(m for m in GRAD_SAMPLE_MODES if m != "hooks"):
+            try:
+                variants[mode] = _Stepper(name, mode, batch, device)
+                variants[mode].step(record=False)  # also surfaces engines that cannot run this model
+            except Exception as exc:
+                variants.pop(mode, None)
+                errors[mode] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        for round_ in range(steps + 2):
+            for stepper in variants.values():
+                stepper.step(record=round_ >= 2)
+        base = variants.pop(None).median_s
+        reference = variants["hooks"].first_update if "hooks" in variants else None
+        for mode, stepper in variants.items():
+            correct = reference is not None and all(
+                torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(stepper.first_update, reference))
+            rows.append({"model": name, "mode": mode, "batch": batch, "nonprivate_step_ms": 1e3 * base,
+                         "dp_step_ms": 1e3 * stepper.median_s, "ratio": stepper.median_s / base,
+                         "correct": bool(correct), "default": mode == grad_sample_mode(_model_cfg(name))})
+        rows += [{"model": name, "mode": mode, "batch": batch, "error": err} for mode, err in errors.items()]
+    return rows
+
+
+def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
+    """Throughput of a real target training and of the shadow-model stage (DP, ε = 8)."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from medprivbench.datasets.synthetic import load_synthetic
+
+    from .config import PrivacyConfig, TrainConfig
+    from .models import build_model, grad_sample_mode
+    from .shadow import train_pool
+    from .training import effective_train, make_recipe, train
+
+    ds = load_synthetic(n_train=n_train, n_val=10, n_test=200)
+    cfg_model = _model_cfg("cnn")
+    tcfg = OmegaConf.structured(TrainConfig(epochs=epochs))
+    recipe = make_recipe(OmegaConf.structured(PrivacyConfig(epsilon=8.0)), tcfg, ds.n_train)
+    hp = effective_train(tcfg, 8.0)
+    mode = grad_sample_mode(cfg_model)
+
+    def build(seed):
+        torch.manual_seed(seed)
+        return build_model(cfg_model, in_channels=1, n_classes=2, image_size=28)
+
+    x, y = torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y)
+    target = train(build(0), x, y, recipe=recipe, hp=hp, grad_sample_mode=mode, device=device)
+    start = time.perf_counter()
+    pool = train_pool(build=build, x=x, y=y, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y, recipe=recipe, hp=hp,
+                      grad_sample_mode=mode, num_models=num_models, queries=["identity", "hflip"], seed=0, device=device)
+    pool_wall = time.perf_counter() - start
+    pool_samples = int(pool.member.sum()) * epochs
+    return {"model": "cnn", "grad_sample_mode": mode, "n_train": n_train, "epochs": epochs,
+            "target_samples_per_s": target.samples_per_s, "target_train_s": target.wall_time_s,
+            "shadow_models": num_models, "shadow_stage_s": pool_wall,
+            "shadow_stage_samples_per_s": pool_samples / pool_wall, **_peak_memory_mb(device)}
+
+
+def phase_attacks(device, n_train: int = 4690) -> dict:
+    """Gradient-inversion iterations/s, imprint reconstruction time, ReRo bound at κ = 1/N."""
+    import torch
+
+    from medprivbench.attacks.bounds import rero_bound
+
+    from .privacy import solve_noise_multiplier
+
+    out: dict = {}
+    q, steps = 256 / n_train, 20 * round(n_train / 256)
+    sigma = solve_noise_multiplier(epsilon=8.0, delta=1e-5, sample_rate=q, steps=steps, accountant="rdp").sigma
+    t = time.perf_counter()
+    gamma = rero_bound(1.0 / n_train, sigma, q, steps)
+    out["rero_bound"] = {"kappa": 1.0 / n_train, "sigma": sigma, "sample_rate": q, "steps": steps,
+                         "gamma": gamma, "seconds": time.perf_counter() - t}
+    out.update(_bench_reconstruction(device))
+    out.update(_peak_memory_mb(device))
+    return out
+
+
+def _bench_reconstruction(device) -> dict:
+    import torch
+
+    from medprivbench.attacks import reconstruction as rec
+    from medprivbench.datasets.synthetic import generate_images
+
+    from .models import build_model
+
+    images, labels = generate_images(16, seed=3)
+    x = torch.from_numpy(images[:, None].astype("float32") / 255.0)
+    y = torch.from_numpy(labels)
+    torch.manual_seed(0)
+    model = build_model(_model_cfg("cnn"), in_channels=1, n_classes=2, image_size=28).to(device).eval()
+    update = rec.simulate_client_update(model, x[:1].to(device), y[:1].to(device), noise_multiplier=0.0,
+                                        max_grad_norm=math.inf)
+    config = rec.InversionConfig(iterations=200, restarts=1)
+    t = time.perf_counter()
+    rec.invert_gradients(model, update, config, seed=0)
+    gi = time.perf_counter() - t
+    out = {"gradient_inversion": {"model": "cnn", "batch_size": 1, "iterations": 200,
+                                  "iterations_per_s": 200 / gi, "seconds": gi}}
+    try:
+        from medprivbench.attacks.imprint import ImprintAttack
+    except ImportError:
+        return out
+    attack = ImprintAttack(image_shape=(1, 28, 28), n_bins=64)
+    malicious = attack.malicious_model(model).to(device)
+    t = time.perf_counter()
+    upd = rec.simulate_client_update(malicious, x.to(device), y.to(device), noise_multiplier=0.0, max_grad_norm=math.inf)
+    attack.reconstruct(upd)
+    out["imprint"] = {"batch_size": 16, "n_bins": 64, "seconds": time.perf_counter() - t}
+    return out
+
+
+def phase_sweeps(full: bool, keep: Path | None) -> dict:
+    """Wall time of the default sweep (and, with ``full``, of a full PneumoniaMNIST sweep)."""
+    out = {}
+    root = Path(tempfile.mkdtemp(prefix="medprivbench-bench-")) if keep is None else keep
+    runs = [("default_sweep", [])]
+    if full:
+        data = os.environ.get("MEDPRIVBENCH_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+        runs.append(("pneumoniamnist_full_sweep", [*FULL_SWEEP, f"dataset.root={data}"]))
+    for label, args in runs:
+        cmd = f"{sys.executable} -c 'from medprivbench.benchmark.cli import main; main()' {' '.join(args)} results_root={root / label} progress=off"
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        out[label] = {"seconds": time.perf_counter() - t, "returncode": proc.returncode, "results": str(root / label),
+                      "args": args}
+        if proc.returncode:
+            out[label]["error"] = (proc.stderr or proc.stdout).strip().splitlines()[-1:]
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+def _run_phase(phase: str, args) -> dict:
+    """Run one phase in a fresh interpreter and return its JSON result."""
+    cmd = [sys.executable, "-m", "medprivbench.benchmark.bench", "--phase", phase, "--device", args.device,
+           "--models", ",".join(args.models), "--steps", str(args.steps)]
+    if args.full:
+        cmd.append("--full")
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode:
+        return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-3:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _print_report(results: dict) -> None:
+    env = results["environment"]
+    print(f"medprivbench-bench on {env['device']} ({env['cpu_count']} CPU cores, torch threads {env['threads']}), "
+          f"torch {env['torch']}, opacus {env['opacus']}")
+    if "privacy-cost" in results:
+        print("\nCost of privacy: DP-SGD step / non-private step (same batch, same machine, one run)")
+        print(f"  {'model':<12} {'engine':<10} {'batch':>5} {'non-private ms':>15} {'DP ms':>9} {'ratio':>6}  correct  default")
+        for r in results["privacy-cost"]:
+            if "error" in r:
+                print(f"  {r['model']:<12} {r['mode']:<10} {r['batch']:>5}   not supported: {r['error']}")
+                continue
+            print(f"  {r['model']:<12} {r['mode']:<10} {r['batch']:>5} {r['nonprivate_step_ms']:>15.1f} {r['dp_step_ms']:>9.1f} "
+                  f"{r['ratio']:>6.2f}  {'yes' if r['correct'] else 'NO':<7}  {'<-' if r['default'] else ''}")
+    if "training" in results and "error" not in results["training"]:
+        t = results["training"]
+        print(f"\nTraining ({t['model']}, {t['grad_sample_mode']}, DP ε=8, N={t['n_train']}, {t['epochs']} epochs)")
+        print(f"  target: {t['target_samples_per_s']:.0f} samples/s ({t['target_train_s']:.1f} s)")
+        print(f"  shadow stage: {t['shadow_models']} models in {t['shadow_stage_s']:.1f} s, {t['shadow_stage_samples_per_s']:.0f} samples/s")
+        print(f"  peak memory: {t['peak_rss_mb']:.0f} MB RSS" + (f", {t['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in t else ""))
+    if "attacks" in results and "error" not in results["attacks"]:
+        a = results["attacks"]
+        b = a["rero_bound"]
+        print(f"\nReRo bound at κ = 1/N = {b['kappa']:.2e} (σ={b['sigma']:.3f}, q={b['sample_rate']:.4f}, T={b['steps']}): "
+              f"γ = {b['gamma']:.4f} in {b['seconds']:.3f} s")
+        if "gradient_inversion" in a:
+            g = a["gradient_inversion"]
+            print(f"Gradient inversion ({g['model']}, B={g['batch_size']}): {g['iterations_per_s']:.1f} iterations/s")
+        if "imprint" in a:
+            print(f"Imprint attack (B={a['imprint']['batch_size']}, {a['imprint']['n_bins']} bins): {a['imprint']['seconds']:.2f} s")
+    if "sweeps" in results:
+        for label, s in results["sweeps"].items():
+            status = "ok" if s["returncode"] == 0 else f"FAILED ({s.get('error')})"
+            print(f"\n{label.replace('_', ' ')}: {s['seconds']:.0f} s ({s['seconds'] / 60:.1f} min), {status}; results in {s['results']}")
+    for phase in PHASES:
+        if isinstance(results.get(phase), dict) and "error" in results[phase]:
+            print(f"\n{phase}: failed: {results[phase]['error']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="medprivbench-bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--phases", default="privacy-cost,training,attacks,sweeps",
+                        help=f"comma-separated subset of {', '.join(PHASES)}")
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS), help="models for the privacy-cost phase")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
+    parser.add_argument("--full", action="store_true", help="also time a full PneumoniaMNIST sweep (about an hour on 2 cores)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one phase in this process
+    args = parser.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = _device(args.device)
+    if args.phase:  # child process: one phase, JSON on the last line of stdout
+        if args.phase == "privacy-cost":
+            result = phase_privacy_cost(args.models, args.steps, device)
+        elif args.phase == "training":
+            result = phase_training(n_train=2000, epochs=3, num_models=4, device=device)
+        elif args.phase == "attacks":
+            result = phase_attacks(device)
+        else:
+            result = phase_sweeps(args.full, None)
+        print(json.dumps(result))
+        return 0
+
+    import opacus
+
+    phases = [p for p in args.phases.split(",") if p]
+    bad = [p for p in phases if p not in PHASES]
+    if bad:
+        parser.error(f"--phases {','.join(bad)} is not valid; choose from {', '.join(PHASES)}")
+    results: dict = {"environment": {"device": str(device), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
+                                     "torch": torch.__version__, "opacus": opacus.__version__, "platform": platform.platform(),
+                                     "gpu": torch.cuda.get_device_name(0) if device.type == "cuda" else None}}
+    for phase in phases:
+        print(f"[medprivbench-bench] {phase} …", file=sys.stderr, flush=True)
+        results[phase] = _run_phase(phase, args)
+    _print_report(results)
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
