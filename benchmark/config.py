@@ -23,7 +23,7 @@ class DatasetConfig:
     size: int = 28  # MedMNIST file resolution (28, 64, 128, 224); image side for imagefolder
     download: bool = False  # let the medmnist package fetch a missing file (needs network)
     # synthetic only: split sizes, label-noise rate and the generator seed
-    n_train: int = 2000
+    n_train: int = 1000
     n_val: int = 500
     n_test: int = 1000
     label_noise: float = 0.03
@@ -43,6 +43,9 @@ class ModelConfig:
     activation: str = "tanh"  # tanh | relu | elu | silu (cnn, resnet9)
     norm_groups: int = 4  # GroupNorm groups (BatchNorm is replaced: it mixes samples and breaks DP)
     weight_standardization: bool = False  # resnet9 only (Ziller et al. use it)
+    # downsampling between stages: max | avg (cnn, resnet9, scatternet). Average pooling keeps
+    # every pixel in the gradient (measured: gradient inversion gains nothing from it on this CNN).
+    pool: str = "max"
     # per-sample gradient engine: auto (the fastest correct mode measured for this model),
     # hooks | ghost | functorch | ew
     grad_sample_mode: str = "auto"

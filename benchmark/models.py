@@ -57,6 +57,16 @@ def _groups(channels: int, wanted: int) -> int:
     return g
 
 
+POOLS = ("max", "avg")
+
+
+def _pool(cfg, size: int = 2) -> nn.Module:
+    """The downsampling layer that ``model.pool`` names (max or average over size×size windows)."""
+    if cfg.pool not in POOLS:
+        raise ConfigError(f"model.pool={cfg.pool!r} is not valid; choose one of {', '.join(POOLS)}")
+    return nn.MaxPool2d(size) if cfg.pool == "max" else nn.AvgPool2d(size)
+
+
 def _require(cfg, model: str, **fixed) -> None:
     """Reject options this architecture cannot honour (an option must act or be rejected)."""
     for key, value in fixed.items():
@@ -77,7 +87,7 @@ def small_cnn(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Modu
     prev = in_channels
     for i, c in enumerate(chans):
         layers += [nn.Conv2d(prev, c, 3, padding=1), nn.GroupNorm(_groups(c, cfg.norm_groups), c), _activation(cfg.activation)]
-        layers.append(nn.MaxPool2d(2) if i < len(chans) - 1 else nn.AdaptiveAvgPool2d(2))
+        layers.append(_pool(cfg) if i < len(chans) - 1 else nn.AdaptiveAvgPool2d(2))
         prev = c
     layers += [nn.Flatten(), nn.Linear(prev * 4, n_classes)]
     return nn.Sequential(*layers)
@@ -102,7 +112,7 @@ def _conv_block(c_in: int, c_out: int, cfg, pool: bool = False) -> nn.Sequential
     conv = (WSConv2d if cfg.weight_standardization else nn.Conv2d)(c_in, c_out, 3, padding=1, bias=False)
     layers = [conv, nn.GroupNorm(_groups(c_out, cfg.norm_groups), c_out), _activation(cfg.activation)]
     if pool:
-        layers.append(nn.MaxPool2d(2))
+        layers.append(_pool(cfg))
     return nn.Sequential(*layers)
 
 
@@ -129,7 +139,7 @@ def resnet9(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module
         _conv_block(2 * w, 4 * w, cfg, pool=True),
         _conv_block(4 * w, 8 * w, cfg, pool=True),
         _Residual(8 * w, cfg),
-        nn.AdaptiveMaxPool2d(1),
+        nn.AdaptiveMaxPool2d(1) if cfg.pool == "max" else nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Linear(8 * w, n_classes),
     )
@@ -188,7 +198,7 @@ def resnet18(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Modul
     """torchvision ResNet-18, DP-compatible; small inputs (≤ 64 px) get a 3×3 stride-1 stem, no max-pool."""
     from torchvision.models import resnet18 as tv_resnet18
 
-    _require(cfg, "resnet18", weight_standardization=False, activation="relu", width=64)
+    _require(cfg, "resnet18", weight_standardization=False, activation="relu", width=64, pool="max")
     model = tv_resnet18(weights=None, num_classes=n_classes)
     if image_size <= 64:
         model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
@@ -216,7 +226,7 @@ def densenet121(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Mo
     """MONAI DenseNet121 (2D) with GroupNorm and out-of-place ReLU."""
     from monai.networks.nets import DenseNet121
 
-    _require(cfg, "densenet121", weight_standardization=False, activation="relu", width=64)
+    _require(cfg, "densenet121", weight_standardization=False, activation="relu", width=64, pool="max")
     net = DenseNet121(
         spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
         act=("relu", {"inplace": False}), norm=("group", {"num_groups": cfg.norm_groups}),
@@ -277,7 +287,7 @@ def scatternet(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Mod
     w = cfg.width
     head = nn.Sequential(
         nn.GroupNorm(_groups(c, cfg.norm_groups), c),
-        nn.Conv2d(c, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation), nn.MaxPool2d(2),
+        nn.Conv2d(c, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation), _pool(cfg),
         nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, n_classes),
     )

@@ -132,8 +132,9 @@ def preflight(argv: list[str], config_dir: str) -> int:
     try:
         with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="preflight"):
             try:
-                base = compose("config", overrides=[o for o in overrides if re.match(r"^[+~]*hydra[./]", o)],
-                               return_hydra_config=True)
+                # single-valued overrides too: a preset (experiment=...) may set the sweep's own params
+                fixed = [o for o in overrides if re.match(r"^[+~]*hydra[./]", o) or not re.search(r"[,(]", o)]
+                base = compose("config", overrides=fixed, return_hydra_config=True)
                 params = OmegaConf.to_container(base.hydra.sweeper.get("params") or {}, resolve=False)
                 points = _sweep_points(job_overrides, params)
             except USER_ERRORS:

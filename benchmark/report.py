@@ -368,6 +368,14 @@ def utility_cost_sentence(runs: pd.DataFrame, eps: float) -> str:
             f"against {fmt(ref_auroc)} ({fmt_signed(auroc - ref_auroc)}).")
 
 
+ATTACK_RESULT_COLUMNS = ("mia_best_auc", "audit_epsilon_lb", "prior_aware_success", "recon_best_rero")
+
+
+def attacked(runs: pd.DataFrame) -> bool:
+    """Whether any attack ran in these runs (a sweep with attack=[] measures utility only)."""
+    return any(c in runs and runs[c].notna().any() for c in ATTACK_RESULT_COLUMNS)
+
+
 def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, list[str]]) -> list[str]:
     """The summary in words: each sentence chosen by a test on the recorded numbers."""
     budgets = sweep.budgets
@@ -375,6 +383,13 @@ def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, li
     out = [f"{len(sweep.runs)} run(s) at {len(budgets)} budget(s) (ε = {', '.join(epsilon_label(e) for e in budgets)}), "
            f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}."]
     safe = [e for e in budgets if not evidence[e]]
+    if not attacked(runs):
+        out.append("No attack was run in this sweep (attack=[]), so it measures utility and states the DP bounds "
+                   "only; it says nothing about what an attacker can do at any budget.")
+        private = [e for e in budgets if not math.isinf(e)]
+        if private:
+            out.append(f"The smallest budget is ε = {epsilon_label(min(private))}. " + utility_cost_sentence(runs, min(private)))
+        return out
     if not safe:
         where = "At every budget, down to the smallest," if len(budgets) > 1 else "At the only budget,"
         out.append(f"{where} ε = {epsilon_label(budgets[0])}, at least one attack beat chance within its confidence "
@@ -505,10 +520,11 @@ def headline_columns(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, lis
         Column("ReRo bound γ (κ = 1/N)", _value("rero_bound_train"), "rero_bound_train"),
         Column("prior-aware success", _value("prior_aware_success"), "prior_aware_success"),
         Column("ReRo bound γ (κ = 1/n)", _value("rero_bound_prior"), "rero_bound_prior"),
-        Column("attack beats chance", lambda at, eps, runs: f"yes ({len(evidence[eps])})" if evidence[eps] else "no"),
+        Column("attack beats chance", lambda at, eps, runs: f"yes ({len(evidence[eps])})" if evidence[eps] else "no",
+               None if attacked(runs) else "_no_attack_ran"),
         Column("runs", lambda at, eps, runs: str(len(at))),
     ]
-    return [c for c in columns if c.needs is None or runs[c.needs].notna().any()]
+    return [c for c in columns if c.needs is None or (c.needs in runs and runs[c.needs].notna().any())]
 
 
 def sweep_has_membership(sweep: Sweep) -> bool:
@@ -545,7 +561,7 @@ def comparison_table(sweeps: list[Sweep], frames: dict[str, pd.DataFrame],
         row = [epsilon_label(eps)]
         for s in sweeps:
             at = frames[s.label][frames[s.label]["epsilon"] == eps]
-            found = evidence[s.label].get(eps)
+            found = evidence[s.label].get(eps) if attacked(frames[s.label]) else None
             verdict = "–" if found is None else (f"yes ({len(found)})" if found else "no")
             row += [cell(at["test_accuracy"]), cell(at["mia_best_auc"]), verdict]
         rows.append(row)

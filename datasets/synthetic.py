@@ -51,11 +51,11 @@ def generate_images(
     phase = rng.uniform(0, 2 * np.pi, size=(n, max_lesions))
     # Benign margins are nearly round; one lesion of a malignant image is lobulated and tends to be
     # larger. The ranges overlap so that neither cue alone separates every image.
-    amplitude = rng.uniform(0.0, 0.12, size=(n, max_lesions))
+    amplitude = rng.uniform(0.0, 0.10, size=(n, max_lesions))
     irregular_slot = rng.integers(0, n_lesions)
     malignant = labels == 1
     n_malignant = int(malignant.sum())
-    amplitude[malignant, irregular_slot[malignant]] = rng.uniform(0.22, 0.55, size=n_malignant)
+    amplitude[malignant, irregular_slot[malignant]] = rng.uniform(0.30, 0.60, size=n_malignant)
     radius[malignant, irregular_slot[malignant]] = rng.uniform(3.2, 5.4, size=n_malignant)
 
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)

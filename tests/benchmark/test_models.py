@@ -114,3 +114,15 @@ def test_options_a_model_cannot_honour_are_rejected():
         build_model(OmegaConf.structured(ModelConfig(name="vgg")), in_channels=1, n_classes=2, image_size=28)
     with pytest.raises(ConfigError, match="model.activation='swish' is not valid"):
         build_model(_cfg("cnn", activation="swish"), in_channels=1, n_classes=2, image_size=28)
+
+
+def test_pool_option_acts_or_is_rejected():
+    for name in ("cnn", "resnet9", "scatternet"):
+        for pool, layer in (("max", nn.MaxPool2d), ("avg", nn.AvgPool2d)):
+            model = build_model(_cfg(name, pool=pool), in_channels=1, n_classes=2, image_size=28)
+            kinds = {type(m) for m in model.modules()}
+            assert layer in kinds and ({nn.MaxPool2d, nn.AvgPool2d} - {layer}).isdisjoint(kinds), (name, pool)
+    with pytest.raises(ConfigError, match="model.pool='min' is not valid; choose one of max, avg"):
+        build_model(_cfg("cnn", pool="min"), in_channels=1, n_classes=2, image_size=28)
+    with pytest.raises(ConfigError, match="model.pool='avg' is not supported by model 'resnet18'"):
+        build_model(_cfg("resnet18", pool="avg"), in_channels=1, n_classes=2, image_size=28)

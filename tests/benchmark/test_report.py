@@ -383,6 +383,9 @@ def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
     assert "No membership inference attack was recorded" in md
     headline = markdown_table_after(md, "## Headline table")
     assert "best membership AUC" not in headline.columns
+    # no attack ran: the report must not claim that none beat chance
+    assert "No attack was run in this sweep" in md and "No attack beat chance" not in md
+    assert "attack beats chance" not in headline.columns
     assert close(headline["ReRo bound γ (κ = 1/N)"].iloc[0], 0.15)
     bounds = markdown_table_after(md, "ReRo bounds (Hayes")
     assert list(bounds["ε"]) == ["2", "∞ (non-private)"] and close(bounds.iloc[0, 3], 0.15)
