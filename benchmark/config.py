@@ -202,11 +202,11 @@ class ImprintAttackConfig:
 class SizingConfig:
     """How big the attacks are (configs/sizing/: quick for the default sweep, full for a study)."""
 
-    membership_models: int = 8
+    membership_models: int = 6
     audit_canaries: int = 200
     prior_trials: int = 100
     inversion_images: int = 4
-    inversion_iterations: int = 1000
+    inversion_iterations: int = 500
     imprint_batches: int = 1
 
 

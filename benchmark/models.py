@@ -43,6 +43,14 @@ def register(name: str):
     return decorator
 
 
+def check_options(cfg) -> None:
+    """Reject a ``model.activation`` or ``model.pool`` that no model knows (preflight and build share it)."""
+    if cfg.activation not in ACTIVATIONS:
+        raise ConfigError(f"model.activation={cfg.activation!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
+    if cfg.pool not in POOLS:
+        raise ConfigError(f"model.pool={cfg.pool!r} is not valid; choose one of {', '.join(POOLS)}")
+
+
 def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"model.activation={name!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
@@ -62,8 +70,7 @@ POOLS = ("max", "avg")
 
 def _pool(cfg, size: int = 2) -> nn.Module:
     """The downsampling layer that ``model.pool`` names (max or average over size×size windows)."""
-    if cfg.pool not in POOLS:
-        raise ConfigError(f"model.pool={cfg.pool!r} is not valid; choose one of {', '.join(POOLS)}")
+    check_options(cfg)
     return nn.MaxPool2d(size) if cfg.pool == "max" else nn.AvgPool2d(size)
 
 

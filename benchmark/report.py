@@ -520,11 +520,12 @@ def headline_columns(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, lis
         Column("ReRo bound γ (κ = 1/N)", _value("rero_bound_train"), "rero_bound_train"),
         Column("prior-aware success", _value("prior_aware_success"), "prior_aware_success"),
         Column("ReRo bound γ (κ = 1/n)", _value("rero_bound_prior"), "rero_bound_prior"),
-        Column("attack beats chance", lambda at, eps, runs: f"yes ({len(evidence[eps])})" if evidence[eps] else "no",
-               None if attacked(runs) else "_no_attack_ran"),
-        Column("runs", lambda at, eps, runs: str(len(at))),
     ]
-    return [c for c in columns if c.needs is None or (c.needs in runs and runs[c.needs].notna().any())]
+    if attacked(runs):  # a verdict needs an attack: a sweep without one has no "no" to give
+        columns.append(Column("attack beats chance",
+                              lambda at, eps, runs: f"yes ({len(evidence[eps])})" if evidence[eps] else "no"))
+    columns.append(Column("runs", lambda at, eps, runs: str(len(at))))
+    return [c for c in columns if c.needs is None or runs[c.needs].notna().any()]
 
 
 def sweep_has_membership(sweep: Sweep) -> bool:

@@ -98,7 +98,7 @@ def attack_settings(cfg, name: str):
 
 def validate_config(cfg) -> None:
     """Checks that need no data."""
-    from .models import ACTIVATIONS, MODELS, POOLS, grad_sample_mode
+    from .models import MODELS, check_options, grad_sample_mode
     from .privacy import ACCOUNTANTS
     from .progress import MODES
     from .training import LR_SCHEDULES, OPTIMIZERS
@@ -126,10 +126,7 @@ def validate_config(cfg) -> None:
     grad_sample_mode(cfg.model)
     _positive(cfg.model.width, "model.width", integer=True)
     _positive(cfg.model.norm_groups, "model.norm_groups", integer=True)
-    if cfg.model.activation not in ACTIVATIONS:
-        raise ConfigError(f"model.activation={cfg.model.activation!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
-    if cfg.model.pool not in POOLS:
-        raise ConfigError(f"model.pool={cfg.model.pool!r} is not valid; choose one of {', '.join(POOLS)}")
+    check_options(cfg.model)
 
     for key in ("epochs", "batch_size"):
         _positive(cfg.train[key], f"train.{key}", integer=True)
