@@ -371,3 +371,106 @@ def one_run_audit(
         "delta": float(delta),
         "alpha": float(alpha),
     }
+
+
+# ----------------------------------------------------------------------------------------------
+# Membership pool: one-run counting on a held-out target
+# ----------------------------------------------------------------------------------------------
+
+# Candidate guess counts, as shares of the N images: k₊ "member" guesses on the highest scores and
+# k₋ "non-member" guesses on the lowest (0 allowed on one side). Low-FPR attacks win with few,
+# confident "member" guesses; a weak attack with many guesses on both sides.
+GUESS_SHARES = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5)
+
+
+def _guess_counts(n: int) -> list[tuple[int, int]]:
+    ks = sorted({int(round(share * n)) for share in GUESS_SHARES})
+    return [(kp, km) for kp in ks for km in ks if 1 <= kp + km <= n]
+
+
+def held_out_target_epsilon(
+    selection_scores: np.ndarray,
+    selection_member: np.ndarray,
+    evaluation_scores: np.ndarray,
+    evaluation_member: np.ndarray,
+    delta: float,
+    *,
+    alpha: float = 0.05,
+) -> dict:
+    """Empirical lower bound on ε from a membership pool, with trials independent by construction.
+
+    The LiRA protocol trains M models on random halves of N images. Pooling its (model, image)
+    pairs and thresholding them as if they were independent Bernoulli trials is not honest: the
+    same images and models sit on both sides of any split, and the models that score one target
+    are targets themselves. Here instead:
+
+    * one model is the **evaluation target**; it is held out of everything else. Its scores
+      (``evaluation_scores``) come from the other models as shadows, which are trained on
+      membership drawn independently of its own, so the scores are a function of its output and of
+      randomness independent of which images it trained on.
+    * the **guess counts** k₊, k₋ are chosen on the other targets (``selection_scores``), scored
+      with shadows that exclude the evaluation target: the choice is independent of the evaluation
+      target's training and membership.
+    * on the evaluation target, its N images are the canaries of the one-run audit of Steinke,
+      Nasr, Jagielski (NeurIPS 2023): each is in its training set independently with probability ½
+      (the pool's membership draw), the auditor guesses "member" for the k₊ highest scores and
+      "non-member" for the k₋ lowest, and :func:`one_run_epsilon` bounds ε from the v correct of
+      r = k₊ + k₋ guesses with m = N. That analysis needs no independence between the images'
+      outcomes: it holds for any (ε, δ)-DP training of the evaluation target, which is what makes
+      the bound a statement about DP rather than about a sampling model.
+
+    Args:
+        selection_scores: (S, N) scores of S ≥ 1 selection targets (scored without the evaluation
+            target), higher = more likely a member.
+        selection_member: (S, N) bool membership of the selection targets.
+        evaluation_scores: (N,) scores of the evaluation target.
+        evaluation_member: (N,) bool membership of the evaluation target (enters only the count).
+        delta: δ of the claimed guarantee, in [0, 1).
+        alpha: significance level in (0, 1).
+
+    Returns:
+        dict with epsilon_lb, the evaluation audit's r, v, m, k_plus, k_minus, accuracy,
+        selection_epsilon (the mean bound the chosen counts gave on the selection targets, without
+        the δ term), epsilon_ceiling (the bound if every guess were right), protocol (in words),
+        delta, alpha.
+    """
+    selection_scores = np.atleast_2d(np.asarray(selection_scores, dtype=np.float64))
+    selection_member = np.atleast_2d(np.asarray(selection_member))
+    evaluation_scores = np.asarray(evaluation_scores, dtype=np.float64)
+    evaluation_member = np.asarray(evaluation_member)
+    n = evaluation_scores.size
+    if evaluation_scores.ndim != 1 or evaluation_member.shape != (n,):
+        raise ValueError(f"evaluation scores {evaluation_scores.shape} and membership {evaluation_member.shape}; expected two (N,) arrays")
+    if selection_scores.shape[1:] != (n,) or selection_member.shape != selection_scores.shape:
+        raise ValueError(f"selection scores {selection_scores.shape} and membership {selection_member.shape}; expected (S, {n}) each")
+    if selection_member.dtype != np.bool_ or evaluation_member.dtype != np.bool_:
+        raise ValueError("membership arrays must be bool")
+    if not (np.all(np.isfinite(selection_scores)) and np.all(np.isfinite(evaluation_scores))):
+        raise ValueError("scores contain NaN or infinite values; expected finite scores")
+    _validate_delta_alpha(delta, alpha)
+
+    # Selection scores every candidate (k₊, k₋) by its bound without the δ term, which has the
+    # closed form logit(B⁻¹(α; v, r − v + 1)) (see one_run_epsilon) and so is cheap to vectorise.
+    candidates = np.array(_guess_counts(n))
+    k_plus, k_minus = candidates[:, 0], candidates[:, 1]
+    values = np.zeros(len(candidates))
+    for row, truth in zip(selection_scores, selection_member):
+        ranked = truth[np.argsort(-row, kind="stable")]
+        hits_top = np.concatenate(([0], np.cumsum(ranked)))  # members among the j highest
+        misses_bottom = np.concatenate(([0], np.cumsum(~ranked[::-1])))  # non-members among the j lowest
+        v = hits_top[k_plus] + misses_bottom[k_minus]
+        r = k_plus + k_minus
+        accuracy_low = np.where(v > 0, beta.ppf(alpha, np.maximum(v, 1), r - v + 1), 0.0)
+        with np.errstate(divide="ignore"):
+            values += np.maximum(np.log(accuracy_low) - np.log1p(-accuracy_low), 0.0)
+    values /= len(selection_scores)
+    index = int(np.argmax(values))
+    best, best_value = (int(k_plus[index]), int(k_minus[index])), float(values[index])
+    result = one_run_audit(evaluation_scores, evaluation_member, delta, k_plus=best[0], k_minus=best[1], alpha=alpha)
+    result["selection_epsilon"] = best_value
+    # the largest bound these counts could give: every guess correct
+    result["epsilon_ceiling"] = one_run_epsilon(result["r"], result["r"], n, delta, alpha)
+    result["protocol"] = ("one-run counting (Steinke et al. 2023) on a held-out evaluation target whose images are "
+                          "canaries included with probability 1/2; guess counts chosen on the other targets, scored "
+                          "without it")
+    return result

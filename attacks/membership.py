@@ -379,16 +379,26 @@ def rmia_attack(
       code (privacy meter) tunes it on a pair of reference models over a ∈ {0, 0.1, …, 1};
       the default 0.3 is the project's configured value (LeakPro uses 0.33).
     - LR(x, z) = (Pr(x|θ)/Pr(x)) / (Pr(z|θ)/Pr(z)) for population samples z known to be
-      non-members of the target; score(x) = |{z ≠ x : LR(x, z) ≥ γ}| / |{z ≠ x}|, in [0, 1].
-      The default γ = 1 is the threshold of the authors' code (privacy meter, which counts
-      LR > 1; ≥ differs only on exact ties); LeakPro defaults to γ = 2.
+      non-members of the target; the paper's score is the share of population samples that x
+      dominates, |{z ≠ x : LR(x, z) ≥ γ}| / |{z ≠ x}|. The default γ = 1 is the threshold of the
+      authors' code (privacy meter, which counts LR > 1; ≥ differs only on exact ties); LeakPro
+      defaults to γ = 2.
+    - Ties: that share takes only |Z| + 1 values, so every candidate that dominates the whole
+      population scores exactly 1, and the members above the population's top tie with each
+      other: TPR at FPR below about 1/|Z| would be 0 whatever the attack's strength. The score
+      returned is therefore (count + t(x)) / (|Z| + 1) with the tie-break
+      t(x) = ½ + arctan((ρ(x) − log γ − mean ρ(z)) / sd ρ(z)) / π ∈ (0, 1), ρ = log(Pr(·|θ)/Pr(·)):
+      it orders exactly like the paper's share, and inside a tie by how far x's likelihood ratio
+      lies beyond the population's (standardised, so comparable across targets). Within one
+      target both terms grow with ρ(x), so the ranking is that of ρ(x) itself.
 
-    Population: a bool mask (N,) or indices into the N samples. In the LiRA protocol it is the
-    samples that are OUT for the target (what :func:`score_all_targets` passes); an external
-    population can be appended to the arrays with ``reference_member`` False. A sample that is
-    itself in the population is never compared with itself. Pr(z) uses the same estimate as Pr(x).
+    Population: a bool mask (N,) or indices into the N samples. It should be disjoint from the
+    candidates (Zarifzadeh et al. use population data the target never saw, e.g. a held-out split:
+    append it to the arrays with ``reference_member`` False, as :func:`score_all_targets` does);
+    a sample that is itself in the population is never compared with itself. Pr(z) uses the same
+    estimate as Pr(x).
 
-    Counting is sort-based: log LR(x, z) ≥ log γ ⇔ ρ(z) ≤ ρ(x) − log γ with ρ = log(Pr(·|θ)/Pr(·)),
+    Counting is sort-based: log LR(x, z) ≥ log γ ⇔ ρ(z) ≤ ρ(x) − log γ,
     so one sort of the population and one ``searchsorted`` score all samples in O((N + |z|) log |z|).
 
     Samples with no OUT reference in offline mode take the mean Pr_OUT of the other samples
@@ -406,7 +416,7 @@ def rmia_attack(
         temperature: softmax temperature T > 0.
 
     Returns:
-        scores (N,) in [0, 1], higher = more likely a member.
+        scores (N,) in (0, 1), higher = more likely a member.
     """
     target = _model_queries(target_logits, "target_logits")
     references = _stacked_queries(reference_logits, "reference_logits")
@@ -443,7 +453,10 @@ def rmia_attack(
     self_counted = in_population & (log_ratio <= cutoff)
     counts -= self_counted
     n_compared = population_ratios.size - in_population.astype(np.float64)
-    return counts / n_compared
+    spread = population_ratios.std()
+    standardised = (cutoff - population_ratios.mean()) / (spread if spread > 0 else 1.0)
+    tie_break = 0.5 + np.arctan(standardised) / np.pi
+    return (counts + tie_break) / (n_compared + 1.0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,11 +471,12 @@ class MembershipAttack(Protocol):
     returns scores (N,), higher = more likely a member. ``reference_logits`` (R, N, [A,] K) and
     ``reference_member`` (R, N) are the shadow/reference models; ``population`` is a bool mask of
     samples known to be non-members of the target (RMIA's population z). Attacks that need no
-    references or population ignore them (see ``uses_references``). ``options`` are the
+    references or population ignore them (see ``uses_references``, ``uses_population``). ``options`` are the
     attack-specific keyword arguments; unknown ones raise TypeError.
     """
 
     uses_references: bool
+    uses_population: bool
 
     def __call__(
         self,
@@ -478,13 +492,14 @@ class MembershipAttack(Protocol):
 ATTACKS: dict[str, MembershipAttack] = {}
 
 
-def register_attack(name: str, *, uses_references: bool = True) -> Callable[[Callable], Callable]:
+def register_attack(name: str, *, uses_references: bool = True, uses_population: bool = False) -> Callable[[Callable], Callable]:
     """Decorator adding a function with the :class:`MembershipAttack` convention to :data:`ATTACKS`."""
 
     def decorate(function: Callable) -> Callable:
         if name in ATTACKS:
             raise ValueError(f"attack {name!r} is already registered")
         function.uses_references = uses_references  # type: ignore[attr-defined]
+        function.uses_population = uses_population  # type: ignore[attr-defined]
         ATTACKS[name] = function  # type: ignore[assignment]
         return function
 
@@ -528,7 +543,7 @@ def _lira_offline(
     return lira_attack(target_logits, labels, reference_logits, reference_member, online=False, fixed_variance=fixed_variance)
 
 
-@register_attack("rmia")
+@register_attack("rmia", uses_population=True)
 def _rmia(
     target_logits: np.ndarray,
     labels: np.ndarray,
@@ -553,7 +568,10 @@ def score_all_targets(
     labels: np.ndarray,
     member: np.ndarray,
     *,
+    population_logits: np.ndarray | None = None,
+    population_labels: np.ndarray | None = None,
     n_references: int | None = None,
+    exclude: int | None = None,
     seed: int = 0,
     **options: object,
 ) -> np.ndarray:
@@ -561,16 +579,26 @@ def score_all_targets(
 
     Model m is the target in turn; the other models are its shadows/references (all of them, or
     ``n_references`` drawn without replacement with ``numpy.random.default_rng(seed)``, a fresh
-    draw per target, for attacks meant to run with few references, e.g. RMIA with 1–4). The RMIA
-    population of target m is the samples that are OUT for m (``~member[m]``).
+    draw per target, for attacks meant to run with few references, e.g. RMIA with 1–4).
+    ``exclude`` names one model that is neither a target nor anyone's reference: scores computed
+    without it are independent of that model's training (what a held-out evaluation target needs,
+    :func:`medprivbench.attacks.auditing.held_out_target_epsilon`); its row is NaN.
+
+    The RMIA population is every model's logits on ``population_logits``' images, which no model
+    trained on (a held-out split): appended to the arrays with membership False, so the attack never
+    sees which candidates are the target's non-members.
 
     Args:
         attack_name: a key of :data:`ATTACKS`.
         logits: (M, N, K) or (M, N, A, K), M ≥ 2 models.
         labels: (N,) integer classes.
         member: (M, N) bool.
-        n_references: number of references per target, 1 ≤ n ≤ M − 1; None uses all M − 1.
-            Rejected for attacks that use no references.
+        population_logits: (M, P, K) or (M, P, A, K), the same models on P ≥ 2 population images;
+            required by attacks that compare with a population (RMIA).
+        population_labels: (P,) integer classes of the population images.
+        n_references: number of references per target, 1 ≤ n ≤ M − 1 (M − 2 with ``exclude``);
+            None uses all of them. Rejected for attacks that use no references.
+        exclude: index of a model left out of the protocol, or None.
         seed: seed of the reference draw.
         **options: passed to the attack: ``fixed_variance`` for the LiRA entries; ``online``,
             ``offline_a`` (offline only), ``gamma``, ``temperature`` for ``rmia``.
@@ -584,20 +612,39 @@ def score_all_targets(
     attack = ATTACKS[attack_name]
     logits = _stacked_queries(logits, "logits")
     n_models, n_samples = logits.shape[:2]
-    if n_models < 2:
-        raise ValueError(f"logits holds {n_models} model(s); the protocol needs at least 2 (a target and a reference)")
     member = _membership_matrix(member, (n_models, n_samples), "member")
+    if exclude is not None and not 0 <= exclude < n_models:
+        raise ValueError(f"exclude={exclude}; expected a model index in [0, {n_models - 1}]")
+    models = np.array([m for m in range(n_models) if m != exclude])
+    if models.size < 2 and attack.uses_references:
+        raise ValueError(f"logits holds {models.size} usable model(s); attack {attack_name!r} needs at least 2 (a target and a reference)")
     if n_references is not None:
         if not attack.uses_references:
             raise ValueError(f"n_references={n_references} given, but attack {attack_name!r} uses no reference models")
-        if not 1 <= n_references <= n_models - 1:
-            raise ValueError(f"n_references={n_references}; expected an integer in [1, {n_models - 1}]")
+        if not 1 <= n_references <= models.size - 1:
+            raise ValueError(f"n_references={n_references}; expected an integer in [1, {models.size - 1}]")
+    population = None
+    if attack.uses_population:
+        if population_logits is None or population_labels is None:
+            raise ValueError(f"attack {attack_name!r} compares with population data: pass population_logits and population_labels "
+                             "(the models' logits on images none of them trained on)")
+        pop = _stacked_queries(population_logits, "population_logits")
+        if pop.shape[0] != n_models or pop.shape[2:] != logits.shape[2:]:
+            raise ValueError(f"population_logits has shape {pop.shape}; expected ({n_models}, P, {', '.join(map(str, logits.shape[2:]))})")
+        population = (pop, np.asarray(population_labels))
+        labels = np.concatenate([_labels_array(labels, n_samples, logits.shape[-1]),
+                                 _labels_array(population[1], pop.shape[1], logits.shape[-1])])
+        logits = np.concatenate([logits, pop], axis=1)
+        member = np.concatenate([member, np.zeros((n_models, pop.shape[1]), dtype=bool)], axis=1)
+    is_population = np.arange(logits.shape[1]) >= n_samples
 
     rng = np.random.default_rng(seed)
-    scores = np.empty((n_models, n_samples))
-    for target in range(n_models):
-        others = np.delete(np.arange(n_models), target)
+    scores = np.full((n_models, n_samples), np.nan)
+    for target in models:
+        others = models[models != target]
         if n_references is not None:
             others = np.sort(rng.choice(others, size=n_references, replace=False))
-        scores[target] = attack(logits[target], labels, logits[others], member[others], ~member[target], **options)
+        # the target's own membership never enters: attacks without a population get an empty one
+        scored = attack(logits[target], labels, logits[others], member[others], is_population, **options)
+        scores[target] = scored[:n_samples]
     return scores

@@ -109,6 +109,43 @@ def _bootstrap(
     return aucs, tprs
 
 
+def _cluster_bootstrap(
+    scores: np.ndarray, is_member: np.ndarray, clusters: tuple[np.ndarray, np.ndarray], fpr_levels: np.ndarray,
+    n_bootstrap: int, seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-way cluster bootstrap over the crossed factors (model, image): Owen's pigeonhole bootstrap.
+
+    In the LiRA protocol every score belongs to one target model and one image, and both carry
+    effects shared by all their scores (an atypical image is easy to spot against every model; one
+    model may overfit more than another). Resampling the M·N pairs as if independent ignores that
+    and gives intervals that are too narrow. Here each replicate draws the M models and the N
+    images with replacement, independently, and weights pair (m, i) by (times m drawn) × (times i
+    drawn) (Owen, "The pigeonhole bootstrap", Ann. Appl. Stat. 2007). Its variance estimate is
+    mildly conservative for crossed random effects; tests/attacks/test_mia_metrics.py measures the
+    coverage.
+
+    Returns AUCs (B,) and TPRs (B, len(fpr_levels)); a replicate that draws no member or no
+    non-member (possible only with very few pairs) is NaN and ignored by the quantiles.
+    """
+    model_of, image_of = (np.asarray(c) for c in clusters)
+    model_ids, model_of = np.unique(model_of, return_inverse=True)
+    image_ids, image_of = np.unique(image_of, return_inverse=True)
+    n_models, n_images = model_ids.size, image_ids.size
+    block, n_blocks = _ranked_blocks(scores, is_member)
+    rng = np.random.default_rng(seed)
+    aucs = np.full(n_bootstrap, np.nan)
+    tprs = np.full((n_bootstrap, fpr_levels.size), np.nan)
+    for replicate in range(n_bootstrap):
+        model_weight = np.bincount(rng.integers(0, n_models, n_models), minlength=n_models)
+        image_weight = np.bincount(rng.integers(0, n_images, n_images), minlength=n_images)
+        weight = (model_weight[model_of] * image_weight[image_of]).astype(np.float64)
+        positive = np.bincount(block[is_member], weights=weight[is_member], minlength=n_blocks)
+        negative = np.bincount(block[~is_member], weights=weight[~is_member], minlength=n_blocks)
+        if positive.sum() > 0 and negative.sum() > 0:
+            aucs[replicate], tprs[replicate] = _weighted_roc_summary(positive, negative, fpr_levels)
+    return aucs, tprs
+
+
 def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, n_points: int, min_fpr: float) -> tuple[np.ndarray, np.ndarray]:
     """At most about ``n_points`` + 2 points of a full ROC curve for log-log plots.
 
@@ -129,6 +166,7 @@ def roc_metrics(
     seed: int = 0,
     confidence: float = 0.95,
     n_roc_points: int = 300,
+    clusters: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """ROC metrics of a membership inference attack, with bootstrap confidence intervals.
 
@@ -137,9 +175,11 @@ def roc_metrics(
       optimistic figure, since the threshold is chosen with the ground truth.
     - ``tpr_at_fpr``: for each level, the largest TPR whose FPR ≤ level (sklearn ``roc_curve``
       with all thresholds kept; dropping "intermediate" points could lower it).
-    - ``auc_ci``, ``tpr_at_fpr_ci``: percentile bootstrap intervals at ``confidence``, members and
-      non-members resampled separately (``n_bootstrap`` replicates, ``seed``); None when
-      ``n_bootstrap`` is 0. Where FPR level × non-members < 1, TPR@FPR is the TPR at FPR 0 and its
+    - ``auc_ci``, ``tpr_at_fpr_ci``: percentile bootstrap intervals at ``confidence``
+      (``n_bootstrap`` replicates, ``seed``); None when ``n_bootstrap`` is 0. With ``clusters``
+      (the model and the image of each score) the two-way cluster bootstrap of
+      :func:`_cluster_bootstrap`; without, members and non-members resampled separately as
+      independent scores (right only when they are). Where FPR level × non-members < 1, TPR@FPR is the TPR at FPR 0 and its
       interval mostly reflects that too few non-members were scored to resolve the level.
     - ``roc_curve``: {"fpr": [...], "tpr": [...]} downsampled on a log-spaced FPR grid from
       1/n_nonmembers to 1, so the low-FPR region survives on log-log axes.
@@ -152,10 +192,13 @@ def roc_metrics(
         seed: seed of the bootstrap.
         confidence: two-sided level of the intervals, in (0, 1).
         n_roc_points: size of the log-spaced FPR grid of the downsampled curve (≥ 2).
+        clusters: (model ids, image ids), two (n,) arrays naming the model and the image of each
+            score, or None for independent scores.
 
     Returns:
         dict with n_members, n_nonmembers, auc, auc_ci, best_balanced_accuracy, fpr_levels,
-        tpr_at_fpr, tpr_at_fpr_ci, confidence, n_bootstrap, roc_curve.
+        tpr_at_fpr, tpr_at_fpr_ci, confidence, n_bootstrap, bootstrap ("cluster" or "independent"),
+        roc_curve.
     """
     scores, is_member = _validate(scores, is_member)
     levels = np.asarray(fpr_levels, dtype=np.float64)
@@ -167,6 +210,8 @@ def roc_metrics(
         raise ValueError(f"n_bootstrap={n_bootstrap}; expected a non-negative integer")
     if not (isinstance(n_roc_points, int | np.integer) and n_roc_points >= 2):
         raise ValueError(f"n_roc_points={n_roc_points}; expected an integer >= 2")
+    if clusters is not None and (len(clusters) != 2 or any(np.shape(c) != scores.shape for c in clusters)):
+        raise ValueError(f"clusters must be two arrays of shape {scores.shape} (model and image of each score)")
 
     n_members = int(is_member.sum())
     n_nonmembers = int(is_member.size - n_members)
@@ -177,10 +222,13 @@ def roc_metrics(
 
     auc_ci = tpr_ci = None
     if n_bootstrap > 0:
-        boot_aucs, boot_tprs = _bootstrap(scores, is_member, levels, n_bootstrap, seed)
+        if clusters is None:
+            boot_aucs, boot_tprs = _bootstrap(scores, is_member, levels, n_bootstrap, seed)
+        else:
+            boot_aucs, boot_tprs = _cluster_bootstrap(scores, is_member, clusters, levels, n_bootstrap, seed)
         quantiles = [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]
-        auc_ci = [float(q) for q in np.quantile(boot_aucs, quantiles)]
-        tpr_ci = [[float(q) for q in np.quantile(boot_tprs[:, k], quantiles)] for k in range(levels.size)]
+        auc_ci = [float(q) for q in np.nanquantile(boot_aucs, quantiles)]
+        tpr_ci = [[float(q) for q in np.nanquantile(boot_tprs[:, k], quantiles)] for k in range(levels.size)]
 
     curve_fpr, curve_tpr = downsample_roc(fpr, tpr, n_roc_points, min_fpr=1.0 / n_nonmembers)
     return {
@@ -194,5 +242,6 @@ def roc_metrics(
         "tpr_at_fpr_ci": tpr_ci,
         "confidence": float(confidence),
         "n_bootstrap": int(n_bootstrap),
+        "bootstrap": "independent" if clusters is None else "cluster",
         "roc_curve": {"fpr": curve_fpr.tolist(), "tpr": curve_tpr.tolist()},
     }

@@ -172,6 +172,7 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
     from .config import PrivacyConfig, TrainConfig
     from .models import build_model, grad_sample_mode
     from .shadow import train_pool
+    from .streams import Streams
     from .training import effective_train, make_recipe, train
 
     ds = load_synthetic(n_train=n_train, n_val=10, n_test=200)
@@ -181,15 +182,17 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
     hp = effective_train(tcfg, 8.0)
     mode = grad_sample_mode(cfg_model)
 
-    def build(seed):
-        torch.manual_seed(seed)
+    def build(streams: Streams):
+        torch.manual_seed(streams.seed_for("init"))
         return build_model(cfg_model, in_channels=1, n_classes=2, image_size=28)
 
     x, y = torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y)
-    target = train(build(0), x, y, recipe=recipe, hp=hp, grad_sample_mode=mode, device=device)
+    streams = Streams(0)
+    target = train(build(streams), x, y, recipe=recipe, hp=hp, grad_sample_mode=mode, streams=streams, device=device)
     start = time.perf_counter()
-    pool = train_pool(build=build, x=x, y=y, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y, recipe=recipe, hp=hp,
-                      grad_sample_mode=mode, num_models=num_models, queries=["identity", "hflip"], seed=0, device=device)
+    pool = train_pool(build=build, x=x, y=y, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
+                      x_population=torch.from_numpy(ds.val_x), y_population=ds.val_y, recipe=recipe, hp=hp,
+                      grad_sample_mode=mode, num_models=num_models, queries=["identity", "hflip"], streams=streams, device=device)
     pool_wall = time.perf_counter() - start
     pool_samples = int(pool.member.sum()) * epochs
     return {"model": "cnn", "grad_sample_mode": mode, "n_train": n_train, "epochs": epochs,

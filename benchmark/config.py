@@ -58,6 +58,9 @@ class PrivacyConfig:
     delta: float = 1e-5  # must be < 1/N_train
     max_grad_norm: float = 1.0  # per-sample clipping norm C
     accountant: str = "prv"  # prv | rdp (prv falls back to rdp where it cannot resolve a tiny σ)
+    # Poisson sampling and noise from the operating system's CSPRNG instead of seeded streams: for
+    # models that will be released (the guarantee assumes that randomness stays secret); not reproducible.
+    secure_rng: bool = False
 
 
 @dataclass
@@ -139,7 +142,6 @@ class AuditAttackConfig:
     n_canaries: int = 256
     canary: str = "mislabelled"  # mislabelled held-out images (label flipped) | ood (inverted intensities)
     guess_fraction: float = 0.25  # k₊ = k₋ = this fraction of m, fixed before scoring
-    alpha: float = 0.05
 
 
 @dataclass
@@ -211,6 +213,19 @@ class SizingConfig:
 
 
 @dataclass
+class StatisticsConfig:
+    """Levels of the run's statistics.
+
+    ``alpha`` is family-wise: the membership intervals are simultaneous at 1 − α, and every
+    empirical ε lower bound of a run (membership attacks, audits) is computed at α divided by their
+    number, so that even the largest of them, which the report checks against the accountant's ε,
+    errs with probability at most α.
+    """
+
+    alpha: float = 0.05
+
+
+@dataclass
 class Config:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -219,6 +234,7 @@ class Config:
     attack: Any = field(default_factory=dict)  # one entry per selected attack (configs/attack/)
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
+    statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     seed: int = 0
     # A sweep's folder under results_root: runs/, table.csv/.parquet and report.html/.md go there.
     name: str = "${dataset.name}-${model.name}"

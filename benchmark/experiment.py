@@ -31,6 +31,7 @@ from .config import PriorAwareAttackConfig
 from .progress import count_bar, epoch_bar
 from .reconstruction_run import gradient_inversion_stage, imprint_stage, prior_aware_stage, rero_bounds
 from .membership_run import (
+    EVALUATION_TARGET,
     THREAT_MODELS,
     audit_summary,
     canary_score,
@@ -39,7 +40,8 @@ from .membership_run import (
     scores_table,
     selected_membership_attacks,
 )
-from .shadow import check_queries, make_canaries, train_audit_run, train_pool
+from .streams import Streams
+from .shadow import make_canaries, train_audit_run, train_pool
 from .training import DPRecipe, compute_features, effective_train, make_recipe, predict_logits, train
 from .validate import RECONSTRUCTION_ATTACKS, attack_settings, safe_name, validate_config, validate_with_data
 
@@ -116,13 +118,23 @@ class Context:
     _train_features: torch.Tensor | None = None
     _frozen: object = None  # the fixed feature extractor, False when the model has none, None: unknown
 
-    def build_model(self, seed: int) -> torch.nn.Module:
-        """A freshly initialised model; the initial weights depend only on ``seed``.
+    @property
+    def alpha(self) -> float:
+        """Family-wise level of the run's statistics (intervals, and all ε lower bounds together)."""
+        return float(self.cfg.statistics.alpha)
+
+    @property
+    def streams(self) -> Streams:
+        """The target model's random streams; ``.of(role, index)`` gives every other model's."""
+        return Streams(int(self.cfg.seed))
+
+    def build_model(self, streams: Streams) -> torch.nn.Module:
+        """A freshly initialised model; the initial weights depend only on the ``init`` stream.
 
         Seeding here (not relying on the global RNG's state) keeps every model identical whether
         a sweep runs whole, resumes after a crash, or runs its jobs in another order or process.
         """
-        torch.manual_seed(seed)
+        torch.manual_seed(streams.seed_for("init"))
         info = self.ds.info
         return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes, image_size=info.image_size[-1])
 
@@ -133,7 +145,7 @@ class Context:
     def feature_fn(self):
         """For models with fixed features: the function computing them; else None."""
         if self._frozen is None:
-            self._frozen = split_frozen(self.build_model(0))[0] or False
+            self._frozen = split_frozen(self.build_model(self.streams.of("features")))[0] or False
         if self._frozen is False:
             return None
         return lambda x: compute_features(self._frozen, x, self.device)
@@ -219,8 +231,8 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     ds = ctx.ds
     with epoch_bar(ctx.cfg.progress, f"{ctx.label} epochs") as bar:
         result = train(
-            ctx.build_model(int(ctx.cfg.seed)), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
-            grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, progress=bar,
+            ctx.build_model(ctx.streams), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
+            grad_sample_mode=ctx.grad_sample_mode, streams=ctx.streams, device=ctx.device, progress=bar,
             n_checkpoints=n_checkpoints, features=ctx.train_features,
         )
     ctx.target = result.model
@@ -232,7 +244,8 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
         "model": {"name": ctx.cfg.model.name, "parameters": int(sum(p.numel() for p in result.model.parameters())),
                   "grad_sample_mode": ctx.grad_sample_mode if ctx.recipe.private else None},
         "privacy": {**ctx.recipe.to_record(), "epsilon_spent": result.epsilon_spent},
-        "train": {**ctx.hp, "steps_taken": result.steps_taken, "wall_time_s": result.wall_time_s,
+        "train": {**ctx.hp, "steps_taken": result.steps_taken, "empty_batches": result.empty_batches,
+                  "wall_time_s": result.wall_time_s,
                   "samples_per_s": result.samples_per_s, "loss_history": result.loss_history},
         "utility": {
             "test": utility_metrics(test_logits, ds.test_y, ds.info.n_classes),
@@ -246,10 +259,11 @@ def run_attacks(ctx: Context, settings: dict) -> dict:
     """Every selected attack; each stage records its threat model beside its results."""
     out: dict = {}
     mia = selected_membership_attacks(settings)
+    bound_alpha = ctx.alpha / max(1, lower_bound_count(settings))
     if mia:
-        out["membership"] = membership_stage(ctx, mia)
+        out["membership"] = membership_stage(ctx, mia, bound_alpha)
     if "audit" in settings:
-        out["audit"] = audit_stage(ctx, settings["audit"])
+        out["audit"] = audit_stage(ctx, settings["audit"], bound_alpha)
     n_prior = settings["prior_aware"].n_candidates if "prior_aware" in settings else PriorAwareAttackConfig.n_candidates
     recon: dict = {"bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, n_prior)}
     if "prior_aware" in settings:
@@ -269,23 +283,35 @@ def run_attacks(ctx: Context, settings: dict) -> dict:
     return out
 
 
-def membership_stage(ctx: Context, attacks: dict) -> dict:
+def lower_bound_count(settings: dict) -> int:
+    """How many empirical ε lower bounds a run computes: the run's α is divided among them, so that
+    the largest (the report's check against the accountant) holds at level α in total."""
+    return len(selected_membership_attacks(settings)) + ("audit" in settings)
+
+
+def membership_stage(ctx: Context, attacks: dict, bound_alpha: float) -> dict:
     cfg = ctx.cfg
-    queries = check_queries(cfg.membership.queries)
+    queries = list(cfg.membership.queries)
     m = int(cfg.membership.num_models)
+    ds = ctx.ds
+    # RMIA's population: a held-out split that no model trains on (validation, else test)
+    pop_x, pop_y, pop_split = (ds.val_x, ds.val_y, "validation") if ds.val_y is not None and len(ds.val_y) >= 2 else (ds.test_x, ds.test_y, "test")
     log.info("%s membership: training %d models on random halves of the training set with the target's recipe", ctx.label, m)
     with count_bar(cfg.progress, f"{ctx.label} shadow models", total=m, unit="model") as bar:
         pool = train_pool(
-            build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ctx.ds.test_x),
-            y_test=ctx.ds.test_y, recipe=ctx.recipe, hp=ctx.hp, grad_sample_mode=ctx.grad_sample_mode,
-            num_models=m, queries=queries, seed=int(cfg.seed), device=ctx.device, progress=bar,
-            features=ctx.train_features,
+            build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ds.test_x),
+            y_test=ds.test_y, x_population=torch.from_numpy(pop_x), y_population=pop_y, recipe=ctx.recipe, hp=ctx.hp,
+            grad_sample_mode=ctx.grad_sample_mode, num_models=m, queries=queries, streams=ctx.streams, device=ctx.device,
+            progress=bar, features=ctx.train_features,
         )
-    scores = score_pool(pool, attacks, seed=int(cfg.seed))
-    metrics = membership_metrics(scores, pool.member, float(cfg.privacy.delta), seed=int(cfg.seed))
+    scores = score_pool(pool, attacks, ctx.streams)
+    selection = score_pool(pool, attacks, ctx.streams, exclude=EVALUATION_TARGET)
+    metrics = membership_metrics(pool, scores, selection, float(cfg.privacy.delta), alpha=ctx.alpha, bound_alpha=bound_alpha,
+                                 streams=ctx.streams.of("membership"))
     ctx.writer.write_parquet("membership_scores.parquet", scores_table(pool, scores))
     return {
-        "protocol": {"num_models": m, "queries": queries, "pool": "training set",
+        "protocol": {"num_models": m, "queries": queries, "pool": "training set", "population": f"{pop_split} split ({len(pop_y)} images)",
+                     "evaluation_target": EVALUATION_TARGET, "bootstrap": "two-way cluster (model × image)",
                      "members_per_model_mean": float(pool.member.sum(1).mean()),
                      "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)),
                      "pool_wall_time_s": pool.wall_time_s},
@@ -294,18 +320,19 @@ def membership_stage(ctx: Context, attacks: dict) -> dict:
     }
 
 
-def audit_stage(ctx: Context, settings) -> dict:
+def audit_stage(ctx: Context, settings, bound_alpha: float) -> dict:
     ds = ctx.ds
     held_x = np.concatenate([a for a in (ds.val_x, ds.test_x) if a is not None and len(a)])
     held_y = np.concatenate([a for a in (ds.val_y, ds.test_y) if a is not None and len(a)])
-    cx, cy = make_canaries(settings.canary, held_x, held_y, int(settings.n_canaries), ds.info.n_classes, seed=int(ctx.cfg.seed))
+    streams = ctx.streams.of("audit")
+    cx, cy = make_canaries(settings.canary, held_x, held_y, int(settings.n_canaries), ds.info.n_classes, streams.numpy("canaries"))
     log.info("%s one-run audit: training once with %d %s canaries, each included with probability 1/2", ctx.label, len(cy), settings.canary)
     result = train_audit_run(
         build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, canary_x=cx, canary_y=cy, recipe=ctx.recipe, hp=ctx.hp,
-        grad_sample_mode=ctx.grad_sample_mode, seed=int(ctx.cfg.seed), device=ctx.device, score=canary_score,
+        grad_sample_mode=ctx.grad_sample_mode, streams=streams, device=ctx.device, score=canary_score,
         feature_fn=ctx.feature_fn(), features=ctx.train_features,
     )
-    out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=settings.alpha)
+    out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=bound_alpha)
     out["canary"] = settings.canary
     out["threat_model"] = THREAT_MODELS["audit"]
     return out
@@ -366,6 +393,7 @@ def attack_summary(attacks: dict) -> dict:
     if "bounds" in recon:
         row["rero_bound_prior"] = recon["bounds"]["rero_prior"]["gamma"]
         row["rero_bound_train"] = recon["bounds"]["rero_train"]["gamma"]
+        row["rero_bound_step"] = recon["bounds"]["rero_step"]["gamma"]
     if "prior_aware" in recon:
         row["prior_aware_success"] = recon["prior_aware"]["success_rate"]
         row["prior_aware_ci_high"] = recon["prior_aware"]["ci_high"]

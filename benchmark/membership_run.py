@@ -16,6 +16,7 @@ import pandas as pd
 from medprivbench.attacks import auditing, membership, mia_metrics
 
 from .shadow import AuditRunResult, PoolResult
+from .streams import Streams
 
 log = logging.getLogger("medprivbench")
 
@@ -54,10 +55,17 @@ def selected_membership_attacks(settings: dict) -> dict[str, dict]:
     return out
 
 
-def score_pool(pool: PoolResult, attacks: dict[str, dict], seed: int) -> dict[str, np.ndarray]:
-    """(M, N) scores of every selected attack, every pool model in turn the target."""
+EVALUATION_TARGET = 0  # the pool model held out for the empirical ε (fixed before any score is seen)
+
+
+def score_pool(pool: PoolResult, attacks: dict[str, dict], streams: Streams, exclude: int | None = None) -> dict[str, np.ndarray]:
+    """(M, N) scores of every selected attack, every pool model in turn the target.
+
+    ``exclude``: a model left out as target and as reference (its row is NaN), see
+    :func:`medprivbench.attacks.membership.score_all_targets`.
+    """
     scores = {}
-    n_shadows = pool.num_models - 1
+    n_shadows = pool.num_models - 1 - (exclude is not None)
     for name, spec in attacks.items():
         options = dict(spec["options"])
         variance = options.pop("variance", None)
@@ -65,28 +73,37 @@ def score_pool(pool: PoolResult, attacks: dict[str, dict], seed: int) -> dict[st
             options["fixed_variance"] = variance == "fixed" or (variance == "auto" and n_shadows < 64)
         scores[name] = membership.score_all_targets(
             spec["attack"], pool.logits, pool.labels, pool.member,
-            n_references=spec.get("n_references"), seed=seed, **options,
+            population_logits=pool.population_logits, population_labels=pool.population_labels,
+            n_references=spec.get("n_references"), exclude=exclude, seed=streams.of(name).seed_for("attack"), **options,
         )
     return scores
 
 
-def membership_metrics(scores: dict[str, np.ndarray], member: np.ndarray, delta: float, *, seed: int, alpha: float = 0.05) -> dict:
-    """ROC metrics and an empirical ε lower bound per attack.
+def membership_metrics(pool: PoolResult, scores: dict[str, np.ndarray], selection: dict[str, np.ndarray], delta: float, *,
+                       alpha: float, bound_alpha: float, streams: Streams) -> dict:
+    """ROC metrics with cluster-bootstrap intervals and an empirical ε lower bound per attack.
 
     Simultaneous inference (Bonferroni): with k attacks, each AUC and TPR@FPR interval has
-    confidence 1 − α/(k·(1 + #FPR levels)) and each empirical ε bound level α/k, so that "some
-    attack beats chance" or "the largest lower bound" is still a statement at level α, not the
-    luckiest of many 95% intervals.
+    confidence 1 − α·k⁻¹/(1 + #FPR levels), so that "some attack beats chance" is still a statement
+    at level α, not the luckiest of many 95% intervals. ``bound_alpha`` is the level of each
+    empirical ε bound (the run divides its family-wise α among all its bounds, benchmark/experiment.py).
+    Intervals resample models and images as crossed clusters (``mia_metrics._cluster_bootstrap``);
+    the ε bound counts guesses on one held-out target (``auditing.held_out_target_epsilon``), with
+    ``selection`` the scores computed without that target.
     """
-    truth = member.ravel()
+    member = pool.member
+    m, n = member.shape
+    clusters = (np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
     k = max(1, len(scores))
     confidence = 1.0 - alpha / (k * (1 + len(FPR_LEVELS)))
+    others = np.arange(m) != EVALUATION_TARGET
     out = {}
     for name, s in scores.items():
-        flat = s.ravel()
-        metrics = mia_metrics.roc_metrics(flat, truth, fpr_levels=FPR_LEVELS, seed=seed, confidence=confidence,
-                                          n_bootstrap=N_BOOTSTRAP)
-        metrics["empirical_epsilon"] = auditing.empirical_epsilon(flat, truth, delta, alpha=alpha / k, seed=seed)
+        metrics = mia_metrics.roc_metrics(s.ravel(), member.ravel(), fpr_levels=FPR_LEVELS, confidence=confidence,
+                                          n_bootstrap=N_BOOTSTRAP, clusters=clusters,
+                                          seed=streams.of(name).seed_for("statistics"))
+        metrics["empirical_epsilon"] = auditing.held_out_target_epsilon(
+            selection[name][others], member[others], s[EVALUATION_TARGET], member[EVALUATION_TARGET], delta, alpha=bound_alpha)
         out[name] = metrics
     return out
 

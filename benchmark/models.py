@@ -26,6 +26,9 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 # engine against brute-force per-sample gradients.
 FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks", "scatternet": "ew"}
 GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
+# Models whose feature extractor is fixed (never trained): only their head is trained, on features
+# computed once, so per-image augmentation cannot act.
+FROZEN_FEATURES = {"scatternet": True}
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "tanh": nn.Tanh,

@@ -33,8 +33,13 @@ def rero_bounds(recipe, n_train: int, n_candidates: int) -> dict:
         return float(rero_bound(kappa, sigma, recipe.sample_rate, recipe.steps))
 
     return {
-        "rero_prior": {"kappa": 1.0 / n_candidates, "gamma": bound(1.0 / n_candidates)},
-        "rero_train": {"kappa": 1.0 / n_train, "gamma": bound(1.0 / n_train)},
+        "rero_prior": {"kappa": 1.0 / n_candidates, "gamma": bound(1.0 / n_candidates),
+                       "threat_model": "all T subsampled steps (prior-aware adversary, the DP guarantee)"},
+        "rero_train": {"kappa": 1.0 / n_train, "gamma": bound(1.0 / n_train),
+                       "threat_model": "all T subsampled steps (prior-aware adversary, the DP guarantee)"},
+        # gradient inversion and imprint attack one client's update: one step, no subsampling
+        "rero_step": {"kappa": 1.0 / n_train, "gamma": float(rero_bound(1.0 / n_train, sigma, 1.0, 1)),
+                      "threat_model": "one unsubsampled client update (q = 1, T = 1): gradient inversion, imprint"},
         "noise_multiplier": sigma, "sample_rate": recipe.sample_rate, "steps": recipe.steps,
     }
 
@@ -42,12 +47,13 @@ def rero_bounds(recipe, n_train: int, n_candidates: int) -> dict:
 def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
     """The informed adversary's game on the target's real model states and training images."""
     recipe = ctx.recipe
-    rng = np.random.default_rng(30_000 + int(ctx.cfg.seed))
+    streams = ctx.streams.of("prior_aware")
+    rng = streams.numpy("attack")
     pool = np.sort(rng.choice(ctx.ds.n_train, size=min(settings.pool_size, ctx.ds.n_train), replace=False))
     inputs = torch.from_numpy(ctx.ds.train_x[pool])
     states = []
     for state in checkpoints:
-        model = ctx.build_model(0)
+        model = ctx.build_model(streams)  # the architecture; the weights are the state's
         model.load_state_dict(state)
         frozen, trainable = split_frozen(model.eval())
         states.append(trainable)
@@ -58,7 +64,7 @@ def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
         states, inputs, torch.from_numpy(ctx.ds.train_y[pool]),
         noise_multiplier=recipe.noise_multiplier if recipe.private else 0.0,
         sample_rate=recipe.sample_rate, steps=recipe.steps, max_grad_norm=clip,
-        n_candidates=settings.n_candidates, n_trials=settings.trials, seed=int(ctx.cfg.seed), device=ctx.device,
+        n_candidates=settings.n_candidates, n_trials=settings.trials, seed=streams.seed_for("client_noise"), device=ctx.device,
     )
     out = result.to_record()
     log.info("%s prior-aware reconstruction: success %.3f [%.3f, %.3f] vs ReRo bound %.3f (chance %.3f)",
@@ -66,9 +72,8 @@ def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
     return out
 
 
-def _attacked_images(ctx, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` training images (members: the patients whose data the update carries), seeded."""
-    rng = np.random.default_rng(40_000 + seed)
+def _attacked_images(ctx, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` training images (members: the patients whose data the update carries)."""
     pick = np.sort(rng.choice(ctx.ds.n_train, size=n, replace=False))
     return torch.from_numpy(ctx.ds.train_x[pick]), torch.from_numpy(ctx.ds.train_y[pick])
 
@@ -87,12 +92,13 @@ def gradient_inversion_stage(ctx, name: str, settings) -> dict:
 
     from .validate import inversion_config
 
-    seed = int(ctx.cfg.seed)
-    model = (ctx.build_model(seed) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
+    streams = ctx.streams.of(name)
+    # the target's initial weights θ₀ (its own init stream) or its trained weights
+    model = (ctx.build_model(ctx.streams) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
     sigma, clip = _dp_parameters(ctx.recipe)
-    images, labels = _attacked_images(ctx, settings.n_images, seed)
+    images, labels = _attacked_images(ctx, settings.n_images, streams.numpy("attack"))
     config = inversion_config(settings)
-    noise = torch.Generator(device=ctx.device).manual_seed(50_000 + seed)
+    noise = streams.torch("client_noise", ctx.device)
     updates = []
     for start in range(0, settings.n_images, settings.batch_size):
         xb = images[start : start + settings.batch_size].to(ctx.device)
@@ -102,7 +108,7 @@ def gradient_inversion_stage(ctx, name: str, settings) -> dict:
             model, xb, yb, noise_multiplier=sigma, max_grad_norm=clip, reveal_labels=settings.labels == "known",
             generator=noise, method="loop" if ctx.train_features is not None else "vmap"))
     threat = updates[0].threat_model()
-    result = rec.run_gradient_inversion(model, updates, config, seed=seed)  # all updates optimised together
+    result = rec.run_gradient_inversion(model, updates, config, seed=streams.seed_for("attack"))  # all updates optimised together
     seconds = result.seconds
     truth_t, recon_t = images, result.images.cpu().reshape(images.shape)
     # scoring: the only place the true images meet the reconstructions
@@ -131,15 +137,15 @@ def imprint_stage(ctx, settings) -> dict:
     from medprivbench.attacks.image_metrics import reconstruction_report, save_image_grid
     from medprivbench.attacks.imprint import ImprintAttack, imprint_client_update
 
-    seed = int(ctx.cfg.seed)
-    base = (ctx.build_model(seed) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
+    streams = ctx.streams.of("imprint")
+    base = (ctx.build_model(ctx.streams) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
     sigma, clip = _dp_parameters(ctx.recipe)
     attack = ImprintAttack(tuple(ctx.ds.train_x.shape[1:]), settings.n_bins, ctx.ds.test_x,
                            measurement=settings.measurement, n_measurements=settings.n_measurements,
-                           back_gain=settings.back_gain, seed=seed)
+                           back_gain=settings.back_gain, seed=streams.seed_for("attack"))
     n = settings.batch_size * settings.n_batches
-    images, labels = _attacked_images(ctx, n, seed + 1)
-    noise = torch.Generator(device=ctx.device).manual_seed(60_000 + seed)
+    images, labels = _attacked_images(ctx, n, streams.numpy("attack"))
+    noise = streams.torch("client_noise", ctx.device)
     reports, truth_all, recon_all, seconds = [], [], [], 0.0
     start = time.perf_counter()
     for b in range(settings.n_batches):

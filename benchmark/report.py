@@ -320,6 +320,13 @@ def _reconstruction_evidence(run: Run) -> Iterator[Finding]:
 CHANCE_RULES: tuple[Callable[[Run], Iterator[Finding]], ...] = (
     _membership_evidence, _audit_evidence, _prior_aware_evidence, _reconstruction_evidence,
 )
+UNIT_OF_PRIVACY_TEXT = (
+    "The unit of privacy is one training image, not one patient: DP-SGD bounds what any attacker can learn about "
+    "one image. MedMNIST's splits are not made by patient, so a patient with k images in the training set is "
+    "protected only at about k·ε (group privacy). The guarantee also assumes that the randomness of Poisson "
+    "sampling and of the noise stays secret: seeded runs are reproducible from their seed, which the record "
+    "holds (see 'randomness' under Run metadata)."
+)
 CHANCE_RULE_TEXT = (
     "An attack counts as beating chance when its confidence interval excludes chance: a membership attack's "
     "AUC interval lies above 0.5, or its TPR interval at an FPR level lies above that level; or an empirical "
@@ -461,7 +468,8 @@ def _consistency_sentences(runs: pd.DataFrame) -> list[str]:
         return []
     above = checked[lower[lower.notna()] > checked["epsilon_spent"]]
     if above.empty:
-        return ["No empirical ε lower bound exceeds the accountant's ε, as DP requires."]
+        return ["No empirical ε lower bound exceeds the accountant's ε, as DP requires (a check at level α in total: "
+                "each bound of a run is computed at α divided by their number)."]
     cases = ", ".join(f"ε = {epsilon_label(r.epsilon)} seed {r.seed} (lower bound "
                       f"{fmt(max(r.mia_epsilon_lb, r.audit_epsilon_lb))} > {fmt(r.epsilon_spent)})"
                       for r in above.itertuples())
@@ -682,7 +690,7 @@ def reconstruction_tables(sweep: Sweep, recon: pd.DataFrame) -> list[tuple[str, 
     if rows:
         header = ["ε", "seed", "prior-aware success [CI]", "chance 1/n", "ReRo bound γ (κ = 1/n)", "candidates n", "trials"]
         out.append(("Prior-aware attack against its bound", header, rows))
-    bounds = [(prior, key) for prior in ("rero_train", "rero_prior") for key in ("kappa", "gamma")]
+    bounds = [(prior, key) for prior in ("rero_train", "rero_prior") for key in ("kappa", "gamma")] + [("rero_step", "gamma")]
     rows = []
     for eps in sweep.budgets:
         at = sweep.at(eps)
@@ -690,9 +698,13 @@ def reconstruction_tables(sweep: Sweep, recon: pd.DataFrame) -> list[tuple[str, 
         if any(v.notna().any() for v in values):
             rows.append([epsilon_label(eps), cell(pd.Series([float(r.summary["sigma"]) for r in at])), *map(cell, values)])
     if rows:
-        header = ["ε", "σ", "κ = 1/N (training set)", "ReRo bound γ", "κ = 1/n (candidates)", "ReRo bound γ"]
+        header = ["ε", "σ", "κ = 1/N (training set)", "ReRo bound γ, whole run", "κ = 1/n (candidates)",
+                  "ReRo bound γ, whole run", "ReRo bound γ, one client step (κ = 1/N)"]
         out.append(("ReRo bounds (Hayes, Mahloujifar & Balle 2023): the most any reconstruction attack can succeed, "
-                    "for a prior whose most likely outcome has probability κ", header, rows))
+                    "for a prior whose most likely outcome has probability κ. 'Whole run': an adversary who sees "
+                    "all T subsampled steps (the threat model of the prior-aware attack and of the DP guarantee). "
+                    "'One client step': a single unsubsampled update (q = 1, T = 1, γ = Φ(Φ⁻¹(κ) + 1/σ)), the "
+                    "threat model of gradient inversion and of the imprint attack, which attack one client's update", header, rows))
     return out
 
 
@@ -833,6 +845,7 @@ def section_summary(ctx: Context) -> None:
         for sentence in summary_sentences(sweep, ctx.runs[sweep.label], ctx.evidence[sweep.label]):
             ctx.doc.paragraph(sentence)
     ctx.doc.paragraph(CHANCE_RULE_TEXT)
+    ctx.doc.paragraph(UNIT_OF_PRIVACY_TEXT)
     if ctx.several:
         ctx.doc.heading("Side by side", 3)
         ctx.doc.table(*comparison_table(ctx.sweeps, ctx.runs, ctx.evidence))
@@ -872,7 +885,14 @@ def section_membership(ctx: Context) -> None:
         ctx.doc.paragraph(
             f"Protocol (LiRA evaluation, Carlini et al. 2022): {proto.get('num_models', '–')} models trained with the "
             f"target's recipe on random halves of the {proto.get('pool', 'sample pool')}; each in turn is the target "
-            f"and the others are its shadow/reference models; queries: {', '.join(map(str, proto.get('queries', [])))}.")
+            f"and the others are its shadow/reference models; queries: {', '.join(map(str, proto.get('queries', [])))}. "
+            "These numbers describe the half-size pool models (same σ, q, T and C as the target, hence the same ε, "
+            "but about half its training images), not the reported target model itself.")
+    ctx.doc.paragraph(
+        "Intervals resample target models and images as crossed clusters (Owen's two-way bootstrap): an atypical "
+        "image is exposed against every model, and one model may overfit more than another, so the M·N scores are "
+        "not independent. RMIA compares each candidate with population images that no model trained on (a held-out "
+        "split), never with the target's own non-members.")
     ctx.doc.figure(figures.membership(ctx.membership, ctx.fig_path("membership_vs_epsilon.png")),
                    "Membership attack success against ε: AUC (left, dashed: chance) and TPR at the lowest FPR level "
                    "(right, symlog axis) with the DP bound TPR ≤ e^ε·FPR + δ evaluated at each ε.")
@@ -895,13 +915,25 @@ def section_empirical(ctx: Context) -> None:
         return
     ctx.doc.figure(figures.empirical_epsilon(runs, ctx.fig_path("empirical_vs_accountant_epsilon.png")),
                    "The accountant's ε (black, an upper bound) beside the lower bounds proven by the membership attacks "
-                   "(Clopper–Pearson, best attack) and by the one-run audit; grey: the largest lower bound the number "
-                   "of samples allows. Lower bounds far below the accountant's ε mean the attacks are weaker than the "
-                   "worst case, not that the guarantee is loose.")
+                   "(best attack) and by the one-run audit. Lower bounds far below the accountant's ε mean the attacks "
+                   "are weaker than the worst case, not that the guarantee is loose.")
+    ctx.doc.paragraph(EMPIRICAL_EPSILON_TEXT)
     for sweep in ctx.sweeps:
         ctx.sub(sweep)
         for sentence in _consistency_sentences(ctx.runs[sweep.label]):
             ctx.doc.paragraph(sentence)
+
+
+EMPIRICAL_EPSILON_TEXT = (
+    "What the lower bounds assume. Membership: one pool model is held out as the evaluation target; its images are "
+    "the canaries of a one-run audit (Steinke, Nasr & Jagielski 2023), each in its training set independently with "
+    "probability ½; the attack scores them using the other models as shadows, and the numbers of 'member' and "
+    "'non-member' guesses are chosen on the other targets, scored without it. That analysis holds for any "
+    "(ε, δ)-DP training of the evaluation target and needs no independence between images. One-run audit: the "
+    "same analysis on canaries inserted into one extra training run. Each of a run's lower bounds is computed at "
+    "level α divided by their number, so the largest of them, which is checked against the accountant below, is "
+    "wrong with probability at most α in total."
+)
 
 
 def section_reconstruction(ctx: Context) -> None:
@@ -1101,6 +1133,10 @@ METADATA: tuple[MetaField, ...] = (
     MetaField("clip norm C / δ", lambda r: f"{_privacy(r)['max_grad_norm']} / {_privacy(r)['delta']}"),
     MetaField("accountant", lambda r: _privacy(r).get("accountant")),
     MetaField("accountant note", lambda r: _privacy(r).get("accountant_note") or None),
+    MetaField("randomness", lambda r: ("operating system CSPRNG for sampling and noise (not reproducible)"
+                                       if _privacy(r).get("secure_rng") else
+                                       "seeded streams per purpose and model (reproducible; private only while the seed "
+                                       "is secret)")),
     MetaField("membership protocol", lambda r: f"{_protocol(r)['num_models']} models, queries "
                                                f"{_join(_protocol(r).get('queries', []))}" if _protocol(r) else None),
     MetaField("one-run audit", lambda r: f"{r.audit['m']} {r.audit.get('canary', '')} canaries, {r.audit['k_plus']} + "

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError
+from .streams import Streams
 from .training import DPRecipe, predict_logits, train
 
 QUERIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -52,39 +53,43 @@ class PoolResult:
     queries: list[str]
     wall_time_s: float
     test_accuracy: list[float] = field(default_factory=list)  # per pool model, on the test split
+    population_logits: np.ndarray | None = None  # (M, P, A, K): every model on held-out population images
+    population_labels: np.ndarray | None = None  # (P,)
 
     @property
     def num_models(self) -> int:
         return self.member.shape[0]
 
 
-def membership_matrix(num_models: int, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
+def membership_matrix(num_models: int, n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.random((num_models, n)) < 0.5
 
 
 def train_pool(
-    *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
-    recipe: DPRecipe, hp: dict, grad_sample_mode: str, num_models: int, queries: list[str], seed: int, device,
-    progress: Callable | None = None, features: torch.Tensor | None = None,
+    *, build: Callable[[Streams], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
+    x_population: torch.Tensor, y_population: np.ndarray, recipe: DPRecipe, hp: dict, grad_sample_mode: str,
+    num_models: int, queries: list[str], streams: Streams, device, progress: Callable | None = None,
+    features: torch.Tensor | None = None,
 ) -> PoolResult:
-    if num_models < 2:
-        raise ConfigError(f"membership.num_models={num_models} is too small; membership attacks need at least 2 models")
+    """Train the M pool models (role ``pool``, model m draws from ``streams.of("pool", m)``) and
+    query each on the training images and on the population images (a split none of them saw)."""
     start = time.perf_counter()
-    member = membership_matrix(num_models, len(y), seed=10_000 + seed)
-    logits, test_acc = [], []
+    member = membership_matrix(num_models, len(y), streams.of("pool").numpy("membership"))
+    logits, population, test_acc = [], [], []
     for m in range(num_models):
         idx = torch.from_numpy(np.flatnonzero(member[m]))
-        model_seed = seed * 1000 + m + 1
-        result = train(build(model_seed), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                       seed=model_seed, device=device, features=None if features is None else features[idx])
+        model_streams = streams.of("pool", m)
+        result = train(build(model_streams), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
+                       streams=model_streams, device=device, features=None if features is None else features[idx])
         logits.append(query_logits(result.model, x, queries, device).astype(np.float32))
+        population.append(query_logits(result.model, x_population, queries, device).astype(np.float32))
         test_acc.append(float((predict_logits(result.model, x_test, device=device).argmax(1) == y_test).mean()))
         if progress is not None:
             progress(m + 1, num_models)
     return PoolResult(
         logits=np.stack(logits), member=member, labels=y.numpy(), queries=queries,
         wall_time_s=time.perf_counter() - start, test_accuracy=test_acc,
+        population_logits=np.stack(population), population_labels=np.asarray(y_population),
     )
 
 
@@ -92,7 +97,7 @@ def train_pool(
 CANARY_KINDS = ("mislabelled", "ood")
 
 
-def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: int, n_classes: int, seed: int):
+def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: int, n_classes: int, rng: np.random.Generator):
     """Canaries from held-out images (never in the training set).
 
     * ``mislabelled``: the image with a different label (the other class for binary tasks, a
@@ -100,9 +105,6 @@ def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: 
       so included canaries score very differently from excluded ones: a strong audit on images.
     * ``ood``: the intensity-inverted image with a random label: out of distribution as well.
     """
-    if kind not in CANARY_KINDS:
-        raise ConfigError(f"attack.audit.canary={kind!r} is not valid; choose one of {', '.join(CANARY_KINDS)}")
-    rng = np.random.default_rng(seed)
     n = min(n, len(y_held_out))
     pick = rng.choice(len(y_held_out), size=n, replace=False)
     x, y = x_held_out[pick], y_held_out[pick]
@@ -121,20 +123,21 @@ class AuditRunResult:
 
 def train_audit_run(
     *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
-    recipe: DPRecipe, hp: dict, grad_sample_mode: str, seed: int, device, score: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    recipe: DPRecipe, hp: dict, grad_sample_mode: str, streams: Streams, device,
+    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, features: torch.Tensor | None = None,
 ) -> AuditRunResult:
-    """Train once on the training set plus each canary with probability ½; score every canary."""
+    """Train once (the ``audit`` model's streams) on the training set plus each canary with
+    probability ½ (drawn from its ``membership`` stream); score every canary."""
     start = time.perf_counter()
-    rng = np.random.default_rng(20_000 + seed)
-    included = rng.random(len(canary_y)) < 0.5
+    included = streams.numpy("membership").random(len(canary_y)) < 0.5
     cx, cy = torch.from_numpy(canary_x), torch.from_numpy(canary_y.astype(np.int64))
     x_all = torch.cat([x, cx[torch.from_numpy(included)]])
     y_all = torch.cat([y, cy[torch.from_numpy(included)]])
     all_features = None
     if features is not None and feature_fn is not None:  # fixed-feature models: reuse the training set's features
         all_features = torch.cat([features, feature_fn(cx[torch.from_numpy(included)])])
-    result = train(build(seed * 1000 + 999), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                   seed=seed * 1000 + 999, device=device, features=all_features)
+    result = train(build(streams), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
+                   streams=streams, device=device, features=all_features)
     logits = predict_logits(result.model, cx, device=device)
     return AuditRunResult(scores=score(logits, canary_y), included=included, wall_time_s=time.perf_counter() - start)

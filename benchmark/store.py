@@ -35,7 +35,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: streams per purpose, held-out empirical ε, cluster intervals, RMIA population
 MANIFEST = "COMPLETE.json"
 METRICS = "metrics.json"
 
@@ -265,7 +265,12 @@ def iter_complete_runs(sweep_dir: Path):
         if problem is not None:
             log.warning("skipping %s: %s", run_dir, problem)
             continue
-        yield run_dir, load_record(run_dir)
+        record = load_record(run_dir)
+        if record.get("schema") != SCHEMA_VERSION:
+            log.warning("skipping %s: recorded by another version of medprivbench (record schema %s, this version "
+                        "reads %s); rerun the sweep to redo it", run_dir, record.get("schema"), SCHEMA_VERSION)
+            continue
+        yield run_dir, record
 
 
 def aggregate(sweep_dir: Path) -> pd.DataFrame:

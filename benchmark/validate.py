@@ -98,7 +98,7 @@ def attack_settings(cfg, name: str):
 
 def validate_config(cfg) -> None:
     """Checks that need no data."""
-    from .models import MODELS, check_options, grad_sample_mode
+    from .models import FROZEN_FEATURES, MODELS, check_options, grad_sample_mode
     from .privacy import ACCOUNTANTS
     from .progress import MODES
     from .training import LR_SCHEDULES, OPTIMIZERS
@@ -118,6 +118,9 @@ def validate_config(cfg) -> None:
     if not 0 < delta < 1:
         raise ConfigError(f"privacy.delta={cfg.privacy.delta!r} is not valid; use a number in (0, 1/N)")
     _positive(cfg.privacy.max_grad_norm, "privacy.max_grad_norm")
+    alpha = _number(cfg.statistics.alpha, "statistics.alpha")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"statistics.alpha={cfg.statistics.alpha!r} is not valid; use a level in (0, 1), e.g. 0.05")
     if cfg.privacy.accountant not in ACCOUNTANTS:
         raise ConfigError(f"privacy.accountant={cfg.privacy.accountant!r} is not valid; choose one of {', '.join(ACCOUNTANTS)}")
 
@@ -143,6 +146,10 @@ def validate_config(cfg) -> None:
     bad = [a for a in cfg.train.augmentations if a not in AUGMENTATIONS]
     if bad:
         raise ConfigError(f"train.augmentations={list(cfg.train.augmentations)} is not valid; choose from {', '.join(AUGMENTATIONS)}")
+    if FROZEN_FEATURES.get(cfg.model.name) and any(
+            (v or 0) > 0 for v in (augmult, cfg.train.nonprivate.get("augmult"))):
+        raise ConfigError(f"train.augmult is not available for model={cfg.model.name} (its features are fixed and computed "
+                          "once); use train.augmult=0")
     if augmult > 0 and grad_sample_mode(cfg.model) == "ghost":
         raise ConfigError("train.augmult needs per-sample gradients, which ghost clipping never forms; use model.grad_sample_mode=hooks or ew")
     if cfg.train.ema_decay is not None and not 0 <= _number(cfg.train.ema_decay, "train.ema_decay") < 1:
@@ -179,7 +186,12 @@ def _validate_attacks(cfg) -> None:
         _positive(m, "membership.num_models", integer=True)
         check_queries(cfg.membership.queries)
         if m < 2:
-            raise ConfigError(f"membership.num_models={m} is too small; membership attacks need at least 2 models (1 target + 1 shadow)")
+            raise ConfigError(f"membership.num_models={m} is too small; membership attacks need at least 2 models "
+                              "(one held out for the empirical ε)")
+        shadowed = [name for name in selected if name in ("lira", "rmia")]
+        if shadowed and m < 3:
+            raise ConfigError(f"membership.num_models={m} is too small for attack {shadowed[0]!r}, which needs shadow models; "
+                              "use at least 3 (1 target, 1 shadow, 1 held out for the empirical ε)")
     if "lira" in settings:
         lira = settings["lira"]
         if lira.variance not in ("auto", "per_sample", "fixed"):
@@ -195,18 +207,22 @@ def _validate_attacks(cfg) -> None:
         rmia = settings["rmia"]
         _positive(rmia.n_references, "attack.rmia.n_references", integer=True)
         need = 2 * rmia.n_references if rmia.online else rmia.n_references
-        if m - 1 < need:
+        # one model is held out for the empirical ε, and each target needs its references among the rest
+        if m - 2 < need:
             raise ConfigError(
-                f"membership.num_models={m} leaves {m - 1} reference models, too few for attack.rmia.n_references="
-                f"{rmia.n_references}{' (online needs twice as many)' if rmia.online else ''}; use num_models ≥ {need + 1}"
+                f"membership.num_models={m} leaves {m - 2} reference models (one target, one held out), too few for "
+                f"attack.rmia.n_references={rmia.n_references}{' (online needs twice as many)' if rmia.online else ''}; "
+                f"use num_models ≥ {need + 2}"
             )
     if "audit" in settings:
+        from .shadow import CANARY_KINDS
+
         audit = settings["audit"]
         _positive(audit.n_canaries, "attack.audit.n_canaries", integer=True)
+        if audit.canary not in CANARY_KINDS:
+            raise ConfigError(f"attack.audit.canary={audit.canary!r} is not valid; choose one of {', '.join(CANARY_KINDS)}")
         if not 0 < audit.guess_fraction <= 0.5:
             raise ConfigError(f"attack.audit.guess_fraction={audit.guess_fraction} is not valid; use a value in (0, 0.5]")
-        if not 0 < audit.alpha < 1:
-            raise ConfigError(f"attack.audit.alpha={audit.alpha} is not valid; use a value in (0, 1)")
 
 
     if "prior_aware" in settings:

@@ -213,3 +213,46 @@ def test_one_run_inputs_are_validated():
         one_run_audit(np.zeros(10), np.zeros(10, dtype=bool), 0.0, k_plus=6, k_minus=5)
     with pytest.raises(ValueError, match="alpha"):
         one_run_epsilon(10, 10, 10, 0.0, alpha=0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Membership pool: one-run counting on a held-out target
+# ----------------------------------------------------------------------------------------------
+
+
+def randomised_response_pool(seed: int, epsilon: float, n_models: int = 4, n: int = 2000):
+    """Each model reveals each image's membership by randomised response at ε: (ε, 0)-DP per image."""
+    rng = np.random.default_rng(seed)
+    member = rng.random((n_models, n)) < 0.5
+    truthful = rng.random((n_models, n)) < math.exp(epsilon) / (1 + math.exp(epsilon))
+    said = np.where(truthful, member, ~member)
+    return said + 0.01 * rng.random((n_models, n)), member  # tiny jitter: the order inside a tie is random
+
+
+def test_held_out_target_bound_is_honest_on_a_mechanism_of_known_epsilon():
+    from medprivbench.attacks.auditing import held_out_target_epsilon
+
+    bounds = []
+    for seed in range(20):
+        scores, member = randomised_response_pool(seed, 2.0)
+        bounds.append(held_out_target_epsilon(scores[1:], member[1:], scores[0], member[0], 0.0)["epsilon_lb"])
+    bounds = np.array(bounds)
+    assert np.mean(bounds > 2.0) <= 0.1  # a lower bound at α = 0.05 errs rarely
+    assert bounds.mean() > 1.5  # and randomised response at ε = 2 is nearly tight for it
+
+
+def test_held_out_target_bound_is_zero_without_signal_and_chooses_counts_on_selection_only():
+    from medprivbench.attacks.auditing import held_out_target_epsilon
+
+    rng = np.random.default_rng(4)
+    member = rng.random((5, 1000)) < 0.5
+    noise = rng.normal(size=(5, 1000))
+    assert held_out_target_epsilon(noise[1:], member[1:], noise[0], member[0], 1e-5)["epsilon_lb"] == 0.0
+    # selection that finds signal only in the top 1% picks few "member" guesses; the evaluation
+    # target's count follows that choice, whatever its own scores look like
+    signal = noise + 5.0 * (member & (rng.random((5, 1000)) < 0.02))
+    result = held_out_target_epsilon(signal[1:], member[1:], noise[0], member[0], 1e-5)
+    assert result["k_plus"] <= 20 and result["selection_epsilon"] > 0
+    assert result["epsilon_lb"] == 0.0  # the evaluation target itself leaks nothing
+    with pytest.raises(ValueError, match="selection"):
+        held_out_target_epsilon(noise[1:, :10], member[1:], noise[0], member[0], 1e-5)

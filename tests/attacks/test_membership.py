@@ -244,8 +244,10 @@ def test_rmia_matches_the_pairwise_brute_force(online, gamma):
     scores = rmia_attack(target, labels, references, reference_member, population, **options)
     expected = rmia_brute_force(target, labels, references, reference_member, population,
                                 online=online, a=0.4, gamma=gamma, temperature=2.0)
-    np.testing.assert_allclose(scores, expected, atol=1e-12)
-    assert np.all((scores >= 0) & (scores <= 1))
+    # score = (count + tie-break in (0, 1)) / (compared + 1): its integer part is the paper's count
+    compared = population.sum() - population
+    np.testing.assert_allclose(np.floor(scores * (compared + 1) + 1e-9) / compared, expected, atol=1e-12)
+    assert np.all((scores > 0) & (scores < 1))
 
 
 def test_rmia_score_is_monotone_in_the_target_probability():
@@ -267,14 +269,36 @@ def test_rmia_score_is_monotone_in_the_target_probability():
         assert previous > initial
 
 
+def protocol_with_population(seed, n_models, n_samples, n_population, shift, noise, spread):  # noqa: ANN001, ANN201
+    """The synthetic protocol plus population images that no model trained on."""
+    logits, labels, member = synthetic_protocol(seed, n_models, n_samples + n_population, shift, noise, spread)
+    logits[:, n_samples:, 0] -= shift * member[:, n_samples:]  # population images: members of no model
+    member[:, n_samples:] = False
+    return logits[:, :n_samples], labels[:n_samples], member[:, :n_samples], logits[:, n_samples:], labels[n_samples:]
+
+
 def test_rmia_scores_members_higher_with_signal_and_not_without():
-    logits, labels, member = synthetic_protocol(11, 12, 1500, 1.0, 1.0, 2.0)
-    scores = score_all_targets("rmia", logits, labels, member, n_references=2)
-    assert np.all((scores >= 0) & (scores <= 1))
+    logits, labels, member, pop, pop_labels = protocol_with_population(11, 12, 1500, 500, 1.0, 1.0, 2.0)
+    scores = score_all_targets("rmia", logits, labels, member, population_logits=pop, population_labels=pop_labels,
+                               n_references=2)
+    assert np.all((scores > 0) & (scores < 1))
     assert roc_auc_score(member.ravel(), scores.ravel()) > 0.6
-    null_logits, null_labels, null_member = synthetic_protocol(12, 12, 1500, 0.0, 1.0, 2.0)
-    null_scores = score_all_targets("rmia", null_logits, null_labels, null_member, n_references=2)
-    assert abs(roc_auc_score(null_member.ravel(), null_scores.ravel()) - 0.5) < 0.02
+    null = protocol_with_population(12, 12, 1500, 500, 0.0, 1.0, 2.0)
+    null_scores = score_all_targets("rmia", *null[:3], population_logits=null[3], population_labels=null[4], n_references=2)
+    assert abs(roc_auc_score(null[2].ravel(), null_scores.ravel()) - 0.5) < 0.02
+
+
+def test_rmia_scores_reach_low_fpr_where_the_population_is_dominated():
+    """Members above the whole population used to tie at score 1, so TPR below FPR 1/|Z| was 0."""
+    from medprivbench.attacks.mia_metrics import roc_metrics
+
+    logits, labels, member, pop, pop_labels = protocol_with_population(19, 6, 1000, 100, 3.0, 0.5, 1.0)
+    scores = score_all_targets("rmia", logits, labels, member, population_logits=pop, population_labels=pop_labels)
+    counts = np.floor(scores * (pop.shape[1] + 1))
+    assert (counts == pop.shape[1]).sum() > 50  # many candidates dominate all 100 population images …
+    assert np.unique(scores[counts == pop.shape[1]]).size == (counts == pop.shape[1]).sum()  # … without ties
+    metrics = roc_metrics(scores.ravel(), member.ravel(), fpr_levels=(0.001,), n_bootstrap=0)
+    assert metrics["tpr_at_fpr"][0] > 0.05
 
 
 def test_rmia_offline_without_out_reference_falls_back_finitely():
@@ -328,17 +352,27 @@ def test_score_all_targets_uses_each_model_as_target_against_the_others():
     assert scores.shape == (6, 50)
     others = [0, 1, 2, 4, 5]
     np.testing.assert_allclose(scores[3], lira_attack(logits[3], labels, logits[others], member[others], online=False))
-    rmia_scores = score_all_targets("rmia", logits, labels, member, online=True, gamma=2.0)
-    np.testing.assert_allclose(
-        rmia_scores[3], rmia_attack(logits[3], labels, logits[others], member[others], ~member[3], online=True, gamma=2.0)
-    )
+    pop = logits[:, :10]
+    rmia_scores = score_all_targets("rmia", logits, labels, member, population_logits=pop, population_labels=labels[:10],
+                                    online=True, gamma=2.0)
+    with_pop = np.concatenate([logits, pop], axis=1)
+    with_member = np.concatenate([member, np.zeros((6, 10), bool)], axis=1)
+    is_population = np.arange(60) >= 50
+    expected = rmia_attack(with_pop[3], np.concatenate([labels, labels[:10]]), with_pop[others], with_member[others],
+                           is_population, online=True, gamma=2.0)
+    np.testing.assert_allclose(rmia_scores[3], expected[:50])
+    # a model left out is nobody's target or reference
+    held_out = score_all_targets("lira_offline", logits, labels, member, exclude=0)
+    assert np.isnan(held_out[0]).all()
+    np.testing.assert_allclose(held_out[3], lira_attack(logits[3], labels, logits[[1, 2, 4, 5]], member[[1, 2, 4, 5]], online=False))
 
 
 def test_score_all_targets_draws_n_references_per_target():
     logits, labels, member = synthetic_protocol(17, 8, 60, 1.0, 1.0, 1.0)
-    few = score_all_targets("rmia", logits, labels, member, n_references=1, seed=3)
-    again = score_all_targets("rmia", logits, labels, member, n_references=1, seed=3)
-    every = score_all_targets("rmia", logits, labels, member)
+    pop = {"population_logits": logits[:, :10], "population_labels": labels[:10]}
+    few = score_all_targets("rmia", logits, labels, member, n_references=1, seed=3, **pop)
+    again = score_all_targets("rmia", logits, labels, member, n_references=1, seed=3, **pop)
+    every = score_all_targets("rmia", logits, labels, member, **pop)
     np.testing.assert_array_equal(few, again)
     assert not np.allclose(few, every)
 
@@ -349,9 +383,12 @@ def test_score_all_targets_rejects_bad_requests():
         score_all_targets("lira", logits, labels, member)
     with pytest.raises(ValueError, match="uses no reference"):
         score_all_targets("loss", logits, labels, member, n_references=2)
+    pop = {"population_logits": logits[:, :5], "population_labels": labels[:5]}
     with pytest.raises(ValueError, match="n_references"):
-        score_all_targets("rmia", logits, labels, member, n_references=4)
+        score_all_targets("rmia", logits, labels, member, n_references=4, **pop)
     with pytest.raises(ValueError, match="member"):
-        score_all_targets("rmia", logits, labels, member[:3])
+        score_all_targets("rmia", logits, labels, member[:3], **pop)
+    with pytest.raises(ValueError, match="population"):  # never the target's own non-members
+        score_all_targets("rmia", logits, labels, member)
     with pytest.raises(TypeError):
         score_all_targets("lira_online", logits, labels, member, gamma=2.0)

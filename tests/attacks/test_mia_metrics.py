@@ -140,3 +140,52 @@ def test_result_is_json_serialisable():
 def test_invalid_inputs_are_rejected(scores, is_member, options, message):
     with pytest.raises(ValueError, match=message):
         roc_metrics(scores, is_member, **options)
+
+
+# ----------------------------------------------------------------------------------------------
+# Intervals that respect clustering (model × image)
+# ----------------------------------------------------------------------------------------------
+
+
+def clustered_scores(rng: np.random.Generator, n_models: int, n_images: int):
+    """LiRA-protocol scores with crossed random effects: an image effect shared by every model, and a
+    member shift that varies by image (atypical images leak more, against every model) and by model
+    (some models overfit more)."""
+    member = rng.random((n_models, n_images)) < 0.5
+    image = rng.normal(0.0, 1.0, n_images)
+    leak = rng.exponential(1.0, n_images)
+    overfit = np.exp(rng.normal(0.0, 0.7, n_models))
+    scores = image[None] + leak[None] * overfit[:, None] * member + rng.normal(0.0, 1.0, (n_models, n_images))
+    return scores, member
+
+
+def test_cluster_bootstrap_covers_near_nominal_where_the_independent_one_does_not():
+    rng = np.random.default_rng(2024)
+    n_models, n_images, draws = 8, 150, 200
+    # the estimand: the expected pooled AUC of an (M, N) protocol, by simulation
+    truth = np.mean([roc_auc_score(m.ravel(), s.ravel()) for s, m in (clustered_scores(rng, n_models, n_images)
+                                                                    for _ in range(3000))])
+    model_of = np.repeat(np.arange(n_models), n_images)
+    image_of = np.tile(np.arange(n_images), n_models)
+    covered = {"cluster": 0, "independent": 0}
+    for draw in range(draws):
+        scores, member = clustered_scores(rng, n_models, n_images)
+        for kind, clusters in (("cluster", (model_of, image_of)), ("independent", None)):
+            lo, hi = roc_metrics(scores.ravel(), member.ravel(), n_bootstrap=200, seed=draw, clusters=clusters)["auc_ci"]
+            covered[kind] += lo <= truth <= hi
+    coverage = {kind: count / draws for kind, count in covered.items()}
+    assert 0.90 <= coverage["cluster"] <= 0.995, coverage
+    assert coverage["independent"] < 0.85, coverage  # pairs resampled as if independent: too narrow
+
+
+def test_cluster_bootstrap_intervals_are_wider_and_contain_the_estimate():
+    rng = np.random.default_rng(5)
+    scores, member = clustered_scores(rng, 6, 300)
+    clusters = (np.repeat(np.arange(6), 300), np.tile(np.arange(300), 6))
+    wide = roc_metrics(scores.ravel(), member.ravel(), n_bootstrap=300, clusters=clusters)
+    narrow = roc_metrics(scores.ravel(), member.ravel(), n_bootstrap=300)
+    assert wide["bootstrap"] == "cluster" and narrow["bootstrap"] == "independent"
+    assert wide["auc_ci"][0] <= wide["auc"] <= wide["auc_ci"][1]
+    assert wide["auc_ci"][1] - wide["auc_ci"][0] > 1.5 * (narrow["auc_ci"][1] - narrow["auc_ci"][0])
+    with pytest.raises(ValueError, match="clusters"):
+        roc_metrics(scores.ravel(), member.ravel(), clusters=(np.zeros(3), np.zeros(3)))

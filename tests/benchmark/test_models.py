@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from medprivbench.benchmark.config import ModelConfig
 from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.streams import Streams
 from medprivbench.benchmark.models import MODELS, build_model, grad_sample_mode
 from medprivbench.benchmark.training import DPRecipe, train
 
@@ -42,7 +43,7 @@ def test_model_takes_a_dp_step(name):
     recipe = DPRecipe(epsilon_target=1.0, delta=1e-5, sample_rate=0.5, steps=2, steps_per_epoch=2,
                       noise_multiplier=1.0, max_grad_norm=1.0, accountant="rdp")
     hp = dict(optimizer="sgd", lr=0.01, momentum=0.0, weight_decay=0.0, lr_schedule="constant")
-    result = train(model, x, y, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode(_cfg(name)))
+    result = train(model, x, y, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode(_cfg(name)), streams=Streams(0))
     assert result.steps_taken == 2 and math.isfinite(result.epsilon_spent)
     after = list(result.model.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(before, after))

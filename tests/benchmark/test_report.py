@@ -38,9 +38,9 @@ def _membership_attack(rng, leaks: bool) -> dict:
         "n_members": 80, "n_nonmembers": 80, "auc": auc, "auc_ci": [lo, hi], "best_balanced_accuracy": auc,
         "fpr_levels": [0.001, 0.01], "tpr_at_fpr": tpr, "tpr_at_fpr_ci": ci, "confidence": 0.95, "n_bootstrap": 200,
         "roc_curve": _roc(1.0 if leaks else 0.0),
-        "empirical_epsilon": {"epsilon_lb": 0.4 + rng.random() / 10 if leaks else 0.0, "threshold": 0.0,
-                              "direction": "greater_equal", "tp": 40, "fn": 0, "fp": 38, "tn": 2, "n_selection": 80,
-                              "n_evaluation": 80, "epsilon_ceiling": 2.9, "delta": 1e-5, "alpha": 0.025},
+        "empirical_epsilon": {"epsilon_lb": 0.4 + rng.random() / 10 if leaks else 0.0, "r": 20, "v": 15, "m": 40,
+                              "k_plus": 10, "k_minus": 10, "accuracy": 0.75, "selection_epsilon": 0.3,
+                              "epsilon_ceiling": 2.9, "delta": 1e-5, "alpha": 0.025},
     }
 
 
@@ -61,7 +61,8 @@ def _reconstruction(run_dir_writer: store.RunWriter, eps: float, rng) -> dict:
         "attacks": attacks,
         "prior_aware": {"threat_model": "informed adversary", "success_rate": 0.12, "ci_low": 0.08, "ci_high": 0.17,
                         "bound": prior_gamma, "chance": 0.1, "n_candidates": 10, "trials": 200},
-        "bounds": {"rero_prior": {"kappa": 0.1, "gamma": prior_gamma}, "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma}},
+        "bounds": {"rero_prior": {"kappa": 0.1, "gamma": prior_gamma}, "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma},
+                   "rero_step": {"kappa": 1 / N_POOL, "gamma": min(1.0, 2 * gamma)}},
     }
 
 
@@ -373,7 +374,8 @@ def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
         record = _record(eps, 0, class_names=["a", "b"], real=True, leaky=set(), recon=False, writer=writer, rng=rng)
         gamma = 0.3 if math.isfinite(eps) else 1.0
         record["attacks"] = {"reconstruction": {"bounds": {"rero_prior": {"kappa": 0.1, "gamma": gamma},
-                                                           "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma / 2}}}}
+                                                           "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma / 2},
+                                                           "rero_step": {"kappa": 1 / N_POOL, "gamma": gamma}}}}
         record["summary"] = summarise(record)
         writer.write_json(store.METRICS, record)
         writer.publish()

@@ -27,7 +27,7 @@ def test_format_epsilon(eps, text):
 
 def _publish(sweep, run_id, value=1.0):
     w = store.RunWriter(sweep, run_id)
-    w.write_json(store.METRICS, {"summary": {"dataset": "d", "model": "m", "epsilon": value, "seed": 0, "acc": value}})
+    w.write_json(store.METRICS, {"schema": store.SCHEMA_VERSION, "summary": {"dataset": "d", "model": "m", "epsilon": value, "seed": 0, "acc": value}})
     w.write_text("weights.bin", "x" * 100)
     return w.publish()
 
@@ -81,3 +81,14 @@ def test_table_round_trips_through_csv_and_parquet(tmp_path):
     csv, parquet = store.write_table(tmp_path, df)
     assert pd.read_parquet(parquet)["epsilon"].tolist() == [1.0, 8.0, float("inf")]
     assert pd.read_csv(csv)["epsilon"].tolist() == [1.0, 8.0, float("inf")]
+
+
+def test_runs_recorded_by_another_version_are_left_out_of_the_table(tmp_path, caplog):
+    _publish(tmp_path, "current", 1.0)
+    w = store.RunWriter(tmp_path, "older")
+    w.write_json(store.METRICS, {"schema": store.SCHEMA_VERSION - 1, "summary": {"dataset": "d", "model": "m", "epsilon": 2.0,
+                                                                                 "seed": 0, "acc": 2.0}})
+    w.publish()
+    table = store.aggregate(tmp_path)
+    assert table["acc"].tolist() == [1.0]
+    assert "recorded by another version" in caplog.text

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from medprivbench.benchmark.config import ModelConfig, PrivacyConfig, TrainConfig
 from medprivbench.benchmark.models import build_model
+from medprivbench.benchmark.streams import Streams
 from medprivbench.benchmark.training import Augmentation, DPRecipe, augment, make_recipe, train
 
 HP = dict(optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant", ema_decay=None,
@@ -64,16 +65,16 @@ def test_augmentation_multiplicity_averages_view_gradients_before_clipping(mode)
 
 def test_dp_training_with_augmult_runs_and_spends_the_same_epsilon():
     x, y = torch.rand(40, 1, 16, 16), torch.randint(0, 2, (40,))
-    plain = train(_model(), x, y, recipe=_recipe(), hp=HP, grad_sample_mode="hooks")
-    views = train(_model(), x, y, recipe=_recipe(), hp={**HP, "augmult": 3}, grad_sample_mode="hooks")
+    plain = train(_model(), x, y, recipe=_recipe(), hp=HP, grad_sample_mode="hooks", streams=Streams(0))
+    views = train(_model(), x, y, recipe=_recipe(), hp={**HP, "augmult": 3}, grad_sample_mode="hooks", streams=Streams(0))
     assert views.epsilon_spent == plain.epsilon_spent and views.steps_taken == plain.steps_taken
 
 
 def test_ema_with_zero_decay_is_the_last_iterate_and_ema_differs_otherwise():
     x, y = torch.rand(40, 1, 16, 16), torch.randint(0, 2, (40,))
-    last = train(_model(), x, y, recipe=_recipe(), hp=HP)
-    ema0 = train(_model(), x, y, recipe=_recipe(), hp={**HP, "ema_decay": 0.0})
-    ema9 = train(_model(), x, y, recipe=_recipe(), hp={**HP, "ema_decay": 0.9})
+    last = train(_model(), x, y, recipe=_recipe(), hp=HP, streams=Streams(0))
+    ema0 = train(_model(), x, y, recipe=_recipe(), hp={**HP, "ema_decay": 0.0}, streams=Streams(0))
+    ema9 = train(_model(), x, y, recipe=_recipe(), hp={**HP, "ema_decay": 0.9}, streams=Streams(0))
     for a, b, c in zip(last.model.parameters(), ema0.model.parameters(), ema9.model.parameters()):
         torch.testing.assert_close(a, b)
     assert any(not torch.allclose(a, c) for a, c in zip(last.model.parameters(), ema9.model.parameters()))
@@ -82,7 +83,7 @@ def test_ema_with_zero_decay_is_the_last_iterate_and_ema_differs_otherwise():
 def test_checkpoints_start_at_the_initial_weights():
     x, y = torch.rand(40, 1, 16, 16), torch.randint(0, 2, (40,))
     init = {k: v.clone() for k, v in _model().state_dict().items()}
-    result = train(_model(), x, y, recipe=_recipe(steps=6, k=2), hp=HP, n_checkpoints=3)
+    result = train(_model(), x, y, recipe=_recipe(steps=6, k=2), hp=HP, n_checkpoints=3, streams=Streams(0))
     assert len(result.checkpoints) == 3
     assert all(torch.equal(init[k], result.checkpoints[0][k]) for k in init)
     assert not all(torch.equal(result.checkpoints[1][k], result.checkpoints[2][k]) for k in init)
