@@ -16,11 +16,28 @@ the complementary test, TNR ≤ e^ε·FNR + δ.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy.special import expit
 from scipy.stats import beta, binom
 
+from .settings import Validated, choice, integer, real
+
 _DIRECTIONS = ("greater_equal", "less_equal")
+CANARY_KINDS = ("mislabelled", "ood")
+
+
+@dataclass
+class CanaryAuditConfig(Validated):
+    """One-run audit (Steinke, Nasr, Jagielski 2023) with image canaries: ``n_canaries`` held-out
+    images, each in one training run with probability ½; mislabelled (label flipped) or ood
+    (inverted intensities, random label). The auditor guesses k₊ = k₋ = ``guess_fraction``·m,
+    fixed before scoring."""
+
+    n_canaries: int = integer(256, 1)
+    canary: str = choice("mislabelled", CANARY_KINDS)
+    guess_fraction: float = real(0.25, 0.0, 0.5, low_open=True)
 
 
 # ----------------------------------------------------------------------------------------------

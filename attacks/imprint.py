@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
@@ -54,8 +55,33 @@ import torch.nn.functional as F
 
 from .image_metrics import as_image_batch
 from .reconstruction import ClientUpdate
+from .settings import Validated, choice, integer, real
 
 MEASUREMENTS = ("mean", "gaussian")
+
+
+@dataclass
+class ImprintConfig(Validated):
+    """The imprint attack as the benchmark runs it (Fowl et al. 2022, as Ziller et al. ran it): the
+    server sends a model with an imprint block in front; ``n_batches`` client updates of
+    ``batch_size`` training images are read back. The bins' cut-offs are quantiles of a
+    measurement of public images (the test split, never training images)."""
+
+    batch_size: int = integer(16, 1)
+    n_batches: int = integer(1, 1)
+    n_bins: int = integer(128, 2)
+    measurement: str = choice("gaussian", MEASUREMENTS)
+    n_measurements: int = integer(4, 1)
+    back_gain: float = real(10.0, 0.0, low_open=True)
+    model_state: str = choice("init", ("init", "trained"))
+    eta_psnr: float = real(30.0)
+    eta_ssim: float = real(0.5, -1.0, 1.0)
+
+    def check(self) -> None:
+        if self.measurement == "mean" and self.n_measurements != 1:
+            raise ValueError("n_measurements must be 1 with measurement=mean (one vector)")
+        if self.n_bins < 2 * self.n_measurements:
+            raise ValueError(f"n_bins={self.n_bins} is too small; use at least 2 bins per measurement ({2 * self.n_measurements})")
 
 
 class ImprintBlock(nn.Module):

@@ -19,11 +19,14 @@ The registry :data:`ATTACKS` maps attack names to functions with one calling con
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 from scipy.stats import norm
+
+from .settings import Validated, choice, flag, integer, real
 
 # Floor on Gaussian standard deviations fitted to scaled confidences: a zero variance (identical
 # shadow outputs) would turn log-densities into ±inf and the scores into NaN.
@@ -86,6 +89,50 @@ def _membership_matrix(member: np.ndarray, shape: tuple[int, int], name: str) ->
     if member.dtype != np.bool_:
         raise ValueError(f"{name} has dtype {member.dtype}; expected bool")
     return member
+
+
+# ----------------------------------------------------------------------------------------------
+# Settings of the attacks (the benchmark's attack configs are these dataclasses)
+# ----------------------------------------------------------------------------------------------
+
+RMIA_DEFAULT_OFFLINE_A = 0.3
+RMIA_DEFAULT_GAMMA = 1.0
+
+
+@dataclass
+class LossConfig(Validated):
+    """Loss threshold (Yeom et al. 2018): score = −loss of the target model; no settings."""
+
+
+@dataclass
+class LiRAConfig(Validated):
+    """LiRA (Carlini et al. 2022), online (IN and OUT shadows) and offline (OUT only).
+
+    ``variance``: per_sample (a variance per image), fixed (one global variance, the paper's
+    variant for few shadows) or auto (fixed below 64 shadow models).
+    """
+
+    online: bool = flag(True)
+    offline: bool = flag(True)
+    variance: str = choice("auto", ("auto", "per_sample", "fixed"))
+
+    def check(self) -> None:
+        if not (self.online or self.offline):
+            raise ValueError("online and offline are both false; enable one or drop lira from attack=[…]")
+
+
+@dataclass
+class RMIAConfig(Validated):
+    """RMIA (Zarifzadeh et al. 2024) with a few reference models (1–4 in the paper's low-cost setting).
+
+    ``offline_a``: the linear approximation of Pr(x) from OUT references; ``gamma``: the
+    likelihood-ratio threshold against population samples; ``online``: use IN and OUT references.
+    """
+
+    n_references: int = integer(4, 1)
+    offline_a: float = real(RMIA_DEFAULT_OFFLINE_A, 0.0, 1.0)
+    gamma: float = real(RMIA_DEFAULT_GAMMA, 0.0, low_open=True)
+    online: bool = flag(False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -308,9 +355,6 @@ def lira_attack(
 # ----------------------------------------------------------------------------------------------
 # RMIA
 # ----------------------------------------------------------------------------------------------
-
-RMIA_DEFAULT_OFFLINE_A = 0.3
-RMIA_DEFAULT_GAMMA = 1.0
 
 
 def _population_mask(population: np.ndarray, n_samples: int) -> np.ndarray:

@@ -45,11 +45,30 @@ import torch.nn.functional as F
 from scipy.stats import binomtest
 
 from .bounds import per_step_log_ratio, rero_bound
+from .settings import Validated, integer
 
 THREAT_MODEL = (
     "informed adversary (Hayes et al. 2023): knows all training points but the target, every model state "
     "and noisy DP-SGD update, and a uniform prior over n candidates that contains the target"
 )
+
+
+@dataclass
+class PriorAwareConfig(Validated):
+    """The game as the benchmark plays it on a trained run: ``trials`` times, ``n_candidates``
+    training images drawn from ``pool_size`` form the prior (the ReRo bound is evaluated at
+    κ = 1/n), and the adversary knows ``n_states`` model states along the target's training."""
+
+    n_candidates: int = integer(10, 2)
+    trials: int = integer(200, 1)
+    n_states: int = integer(10, 1)
+    pool_size: int = integer(200, 2)
+
+    def check(self) -> None:
+        if self.pool_size < self.n_candidates:
+            raise ValueError(f"pool_size={self.pool_size} is smaller than n_candidates={self.n_candidates}; use at least {self.n_candidates}")
+
+
 # float64 draws held in memory at once by the simulation (trials × steps × candidates)
 _CHUNK_ELEMENTS = 1 << 21
 

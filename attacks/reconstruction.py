@@ -39,6 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from .settings import Validated, choice, flag, integer, real
+
 Progress = Callable[[int, int, float], None]  # (iteration done, total iterations, current mean loss)
 
 GRAD_METHODS = ("vmap", "loop")
@@ -414,8 +416,8 @@ OPTIMIZERS = ("adam", "lbfgs")
 LR_DECAY_FRACTIONS = (3 / 8, 5 / 8, 7 / 8)  # Geiping et al.: lr × 0.1 at these fractions of the run
 
 
-@dataclass(frozen=True)
-class InversionConfig:
+@dataclass
+class InversionConfig(Validated):
     """Settings of an optimisation-based gradient inversion; every field acts or is rejected.
 
     The defaults are this benchmark's tuned Geiping et al. recipe (cosine + TV, signed Adam, box,
@@ -447,36 +449,47 @@ class InversionConfig:
     * ``init``: key of :data:`INITS` ("randn": N(0.5, 0.25²), "rand": U[0, 1], "half": 0.5).
     """
 
-    loss: str = "cosine"
-    optimizer: str = "adam"
-    iterations: int = 3000
-    lr: float = 0.01
-    signed: bool = True
-    lr_decay: bool = True
-    boxed: bool = True
-    tv_weight: float = 1e-3
-    restarts: int = 1
-    init: str = "randn"
+    loss: str = choice("cosine", GRADIENT_DISTANCES, doc="gradient distance")
+    optimizer: str = choice("adam", OPTIMIZERS)
+    iterations: int = integer(3000, 1)
+    lr: float = real(0.01, 0.0, low_open=True)
+    signed: bool = flag(True)
+    lr_decay: bool = flag(True)
+    boxed: bool = flag(True)
+    tv_weight: float = real(1e-3, 0.0)
+    restarts: int = integer(1, 1)
+    init: str = choice("randn", INITS)
 
-    def __post_init__(self):
-        if self.loss not in GRADIENT_DISTANCES:
-            raise ValueError(f"loss={self.loss!r} is not valid; choose one of {', '.join(GRADIENT_DISTANCES)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
-        if not (isinstance(self.iterations, int) and self.iterations >= 1):
-            raise ValueError(f"iterations={self.iterations!r} is not valid; expected an integer ≥ 1")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr={self.lr!r} is not valid; expected a finite step size > 0")
+    def check(self) -> None:
         if self.signed and self.optimizer != "adam":
             raise ValueError(f"signed=True is not valid with optimizer={self.optimizer!r}; signed steps are an Adam option (set signed=False)")
-        if not (math.isfinite(self.tv_weight) and self.tv_weight >= 0):
-            raise ValueError(f"tv_weight={self.tv_weight!r} is not valid; expected a finite weight ≥ 0")
-        if not (isinstance(self.restarts, int) and self.restarts >= 1):
-            raise ValueError(f"restarts={self.restarts!r} is not valid; expected an integer ≥ 1")
-        if self.init not in INITS:
-            raise ValueError(f"init={self.init!r} is not valid; choose one of {', '.join(INITS)}")
         if self.restarts > 1 and self.init in DETERMINISTIC_INITS:
             raise ValueError(f"restarts={self.restarts} with init={self.init!r} repeats one identical trial; use a random init (randn, rand)")
+
+
+@dataclass
+class GradientInversionConfig(InversionConfig):
+    """Gradient inversion of client updates as the benchmark runs it (Geiping et al. 2020; DLG,
+    Zhu et al. 2019, is the same attack with :data:`DLG_2019`'s optimiser settings).
+
+    The attacker sees the DP-SGD update of ``batch_size`` training images at the run's σ and C
+    (per-sample clipping, noise σ·C, averaged), at the model's initial or trained weights, and
+    optimises dummy images whose gradient matches it (the :class:`InversionConfig` settings).
+    ``n_images`` are attacked in all (``n_images / batch_size`` updates). An image counts as
+    reconstructed (ReRo@η) at PSNR ≥ ``eta_psnr`` dB, or, reported separately, SSIM ≥ ``eta_ssim``.
+    """
+
+    n_images: int = integer(16, 1, doc="images attacked in total")
+    batch_size: int = integer(1, 1, doc="images per client update")
+    model_state: str = choice("init", ("init", "trained"))
+    labels: str = choice("known", ("known", "recovered"), doc="known (granted) or recovered from the last layer")
+    eta_psnr: float = real(20.0)
+    eta_ssim: float = real(0.5, -1.0, 1.0)
+
+    def check(self) -> None:
+        super().check()
+        if self.n_images % self.batch_size:
+            raise ValueError(f"n_images={self.n_images} is not a multiple of batch_size={self.batch_size}")
 
 
 # Geiping et al. 2020, as in their reference script (inversefed, reconstruct_image.py): cosine
@@ -734,6 +747,7 @@ __all__ = [
     "GRADIENT_DISTANCES",
     "INITS",
     "InversionConfig",
+    "GradientInversionConfig",
     "InversionResult",
     "check_update_matches_model",
     "clip_factors",

@@ -16,12 +16,12 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from .paths import POINTER
+
 log = logging.getLogger("medprivbench")
 
 
 def sweep_dirs_from_pointers(hydra_dir: Path) -> list[Path]:
-    from .cli import POINTER
-
     dirs = []
     for pointer in sorted(Path(hydra_dir).rglob(POINTER)):
         try:

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from .config import register_configs
 from .errors import USER_ERRORS
+from .paths import CONFIG_DIR, POINTER
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-POINTER = "medprivbench_run.json"  # written in each Hydra job folder; read by the sweep callback
 
 log = logging.getLogger("medprivbench")
 

@@ -110,97 +110,6 @@ class MembershipConfig:
 
 
 @dataclass
-class LossAttackConfig:
-    """Loss threshold (Yeom et al. 2018): score = −loss of the target model."""
-
-
-@dataclass
-class LiRAAttackConfig:
-    """LiRA (Carlini et al. 2022), online (IN and OUT shadows) and offline (OUT only)."""
-
-    online: bool = True
-    offline: bool = True
-    # per_sample: a variance per image; fixed: one global variance (the paper's variant for few
-    # shadows); auto: fixed below 64 shadow models
-    variance: str = "auto"
-
-
-@dataclass
-class RMIAAttackConfig:
-    """RMIA (Zarifzadeh et al. 2024) with a few reference models."""
-
-    n_references: int = 4  # reference models per target (1–4 in the paper's low-cost setting)
-    offline_a: float = 0.3  # linear approximation of Pr(x) from OUT references (offline)
-    gamma: float = 1.0  # likelihood-ratio threshold against population samples
-    online: bool = False  # use IN and OUT references (only with num_models ≥ 2·n_references)
-
-
-@dataclass
-class AuditAttackConfig:
-    """One-run audit (Steinke, Nasr, Jagielski 2023): m canaries, each in the training set with prob. ½."""
-
-    n_canaries: int = 256
-    canary: str = "mislabelled"  # mislabelled held-out images (label flipped) | ood (inverted intensities)
-    guess_fraction: float = 0.25  # k₊ = k₋ = this fraction of m, fixed before scoring
-
-
-@dataclass
-class PriorAwareAttackConfig:
-    """Prior-aware reconstruction (Hayes, Mahloujifar, Balle 2023): pick the target among n candidates."""
-
-    n_candidates: int = 10  # prior size n; the ReRo bound is evaluated at κ = 1/n
-    trials: int = 200
-    n_states: int = 10  # model states along the target's training that the adversary knows
-    pool_size: int = 200  # training images the candidates of each trial are drawn from
-
-
-@dataclass
-class GradientInversionAttackConfig:
-    """Gradient inversion of one client's DP-SGD update (Geiping et al. 2020; DLG, Zhu et al. 2019).
-
-    The attacker sees the update of a batch of ``batch_size`` training images at the run's σ and C
-    (per-sample clipping, noise σ·C, averaged), at the model's initial or trained weights, and
-    optimises dummy images whose gradient matches it. Optimiser settings: attacks/reconstruction.py.
-    """
-
-    n_images: int = 16  # images attacked in total (n_images / batch_size client updates)
-    batch_size: int = 1
-    model_state: str = "init"  # init | trained
-    labels: str = "known"  # known (granted by the threat model) | recovered (from the last layer)
-    loss: str = "cosine"  # cosine (Geiping) | l2 (DLG)
-    optimizer: str = "adam"  # adam (signed, Geiping) | lbfgs (DLG)
-    iterations: int = 3000
-    lr: float = 0.01
-    signed: bool = True
-    lr_decay: bool = True
-    boxed: bool = True
-    tv_weight: float = 1e-3
-    restarts: int = 1
-    init: str = "randn"
-    eta_psnr: float = 20.0  # ReRo@η thresholds: an image counts as reconstructed at PSNR ≥ η_psnr …
-    eta_ssim: float = 0.5  # … or (separately reported) SSIM ≥ η_ssim
-
-
-@dataclass
-class ImprintAttackConfig:
-    """Imprint / trap-weight attack of a malicious server (Fowl et al. 2022), as Ziller et al. ran it.
-
-    The server sends the client a model with an imprint block in front; the cut-offs of its bins
-    are quantiles of a measurement of public images (the test split here, never training images).
-    """
-
-    batch_size: int = 16
-    n_batches: int = 1  # client updates attacked (batch_size training images each)
-    n_bins: int = 128
-    measurement: str = "gaussian"  # gaussian (random directions) | mean (mean intensity)
-    n_measurements: int = 4
-    back_gain: float = 10.0
-    model_state: str = "init"  # the base classifier behind the block: init | trained
-    eta_psnr: float = 30.0  # an image counts as reconstructed at PSNR ≥ η (exact recovery is ≫ 30 dB)
-    eta_ssim: float = 0.5
-
-
-@dataclass
 class SizingConfig:
     """How big the attacks are (configs/sizing/: quick for the default sweep, full for a study)."""
 
@@ -246,7 +155,11 @@ class Config:
 
 
 def register_configs() -> None:
+    """The typed schema of the whole configuration, and (through the attack registry) each attack's."""
+    from .registry import load
+
     ConfigStore.instance().store(name="base_config", node=Config)
+    load()
 
 
 def is_private(epsilon: float) -> bool:

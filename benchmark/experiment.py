@@ -22,28 +22,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from medprivbench.datasets import ImageDataset, load_dataset
 
-from . import store
-from .config import is_private
+from . import registry, store
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
-from .config import PriorAwareAttackConfig
-from .progress import count_bar, epoch_bar
-from .reconstruction_run import gradient_inversion_stage, imprint_stage, prior_aware_stage, rero_bounds
-from .membership_run import (
-    EVALUATION_TARGET,
-    THREAT_MODELS,
-    audit_summary,
-    canary_score,
-    membership_metrics,
-    score_pool,
-    scores_table,
-    selected_membership_attacks,
-)
+from .progress import epoch_bar
+from .reconstruction_run import rero_bounds
+from .record import summarise
 from .streams import Streams
-from .shadow import make_canaries, train_audit_run, train_pool
 from .training import DPRecipe, compute_features, effective_train, make_recipe, predict_logits, train
-from .validate import RECONSTRUCTION_ATTACKS, attack_settings, safe_name, validate_config, validate_with_data
+from .validate import safe_name
 
 log = logging.getLogger("medprivbench")
 
@@ -113,10 +101,28 @@ class Context:
     device: torch.device
     label: str
     writer: store.RunWriter
+    settings: dict = field(default_factory=dict)  # the selected attacks' typed settings, in registry order
     target: torch.nn.Module | None = None  # the trained target model, once trained
     checkpoints: list = field(default_factory=list)  # model states along the target's training
     _train_features: torch.Tensor | None = None
     _frozen: object = None  # the fixed feature extractor, False when the model has none, None: unknown
+    _shared: dict = field(default_factory=dict)  # protocols several attacks share (the membership pool)
+
+    def shared(self, key: str, factory):
+        """The run's ``key`` protocol, built by ``factory(ctx)`` the first time an attack asks for it.
+        Its ``finish()`` result is recorded under ``record["protocols"][key]`` after the attacks."""
+        if key not in self._shared:
+            self._shared[key] = factory(self)
+        return self._shared[key]
+
+    @property
+    def bound_alpha(self) -> float:
+        """The level of each ε lower bound of the run: α divided by their number (benchmark/record.py)."""
+        return self.alpha / max(1, registry.lower_bound_count(self.settings))
+
+    @property
+    def epsilon_text(self) -> str:
+        return f"ε = {store.format_epsilon(float(self.cfg.privacy.epsilon))}"
 
     @property
     def alpha(self) -> float:
@@ -164,7 +170,8 @@ class Context:
 
 
 def run_experiment(cfg: DictConfig) -> RunOutcome:
-    validate_config(cfg)
+    """Run one validated configuration (the command line validates every point of a sweep first,
+    benchmark/preflight.py) and publish its record; returns at once if it is already complete."""
     run_config = run_config_dict(cfg)
     sweep_dir = sweep_dir_for(cfg)
     run_id = store.run_id_for(run_config)
@@ -180,7 +187,6 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
     if cfg.num_threads is not None:
         torch.set_num_threads(int(cfg.num_threads))
     ds = load_dataset(cfg.dataset)
-    validate_with_data(cfg, ds.n_train)
     recipe = make_recipe(cfg.privacy, cfg.train, ds.n_train)
     log.info(
         "%s training %s on %s (N=%d) %s -> %s", label, cfg.model.name, ds.info.name, ds.n_train,
@@ -193,7 +199,8 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
 
     writer = store.RunWriter(sweep_dir, run_id)
     ctx = Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon)),
-                  grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer)
+                  grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer,
+                  settings=registry.selected_settings(cfg))
     try:
         record = {
             "schema": store.SCHEMA_VERSION,
@@ -205,10 +212,9 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
             "environment": {**versions(), "device": str(device), "threads": torch.get_num_threads(),
                             "hostname": platform.node(), "pid": os.getpid()},
         }
-        settings = {name: attack_settings(cfg, name) for name in cfg.attack}
-        n_states = settings["prior_aware"].n_states if "prior_aware" in settings else 0
+        n_states = max([registry.ATTACKS[name].checkpoints(s) for name, s in ctx.settings.items()], default=0)
         record.update(train_target(ctx, n_checkpoints=n_states))
-        record["attacks"] = run_attacks(ctx, settings)
+        record.update(run_attacks(ctx))
         record["wall_time_s"] = time.perf_counter() - started
         record["summary"] = summarise(record)
         writer.write_text("config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_config)))
@@ -255,152 +261,21 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     }
 
 
-def run_attacks(ctx: Context, settings: dict) -> dict:
-    """Every selected attack; each stage records its threat model beside its results."""
-    out: dict = {}
-    mia = selected_membership_attacks(settings)
-    bound_alpha = ctx.alpha / max(1, lower_bound_count(settings))
-    if mia:
-        out["membership"] = membership_stage(ctx, mia, bound_alpha)
-    if "audit" in settings:
-        out["audit"] = audit_stage(ctx, settings["audit"], bound_alpha)
-    n_prior = settings["prior_aware"].n_candidates if "prior_aware" in settings else PriorAwareAttackConfig.n_candidates
-    recon: dict = {"bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, n_prior)}
-    if "prior_aware" in settings:
-        recon["prior_aware"] = prior_aware_stage(ctx, settings["prior_aware"], ctx.checkpoints)
-    inversion = {name: gradient_inversion_stage(ctx, name, settings[name])
-                 for name in ("gradient_inversion", "dlg") if name in settings}
-    if "imprint" in settings:
-        inversion["imprint"] = imprint_stage(ctx, settings["imprint"])
-    if inversion:
-        first = next(iter(inversion.values()))
-        sigma, clip = (ctx.recipe.noise_multiplier, ctx.recipe.max_grad_norm) if ctx.recipe.private else (0.0, math.inf)
-        recon["setting"] = {"model_state": first["model_state"], "batch_size": first["batch_size"],
-                            "n_images": first["n_images"], "noise_multiplier": sigma, "max_grad_norm": clip,
-                            "images": "training images (members), the client's DP-SGD update of one batch"}
-        recon["attacks"] = inversion
-    out["reconstruction"] = recon
-    return out
+def run_attacks(ctx: Context) -> dict:
+    """Every selected attack, in registry order, then what the shared protocols recorded.
 
-
-def lower_bound_count(settings: dict) -> int:
-    """How many empirical ε lower bounds a run computes: the run's α is divided among them, so that
-    the largest (the report's check against the accountant) holds at level α in total."""
-    return len(selected_membership_attacks(settings)) + ("audit" in settings)
-
-
-def membership_stage(ctx: Context, attacks: dict, bound_alpha: float) -> dict:
-    cfg = ctx.cfg
-    queries = list(cfg.membership.queries)
-    m = int(cfg.membership.num_models)
-    ds = ctx.ds
-    # RMIA's population: a held-out split that no model trains on (validation, else test)
-    pop_x, pop_y, pop_split = (ds.val_x, ds.val_y, "validation") if ds.val_y is not None and len(ds.val_y) >= 2 else (ds.test_x, ds.test_y, "test")
-    log.info("%s membership: training %d models on random halves of the training set with the target's recipe", ctx.label, m)
-    with count_bar(cfg.progress, f"{ctx.label} shadow models", total=m, unit="model") as bar:
-        pool = train_pool(
-            build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ds.test_x),
-            y_test=ds.test_y, x_population=torch.from_numpy(pop_x), y_population=pop_y, recipe=ctx.recipe, hp=ctx.hp,
-            grad_sample_mode=ctx.grad_sample_mode, num_models=m, queries=queries, streams=ctx.streams, device=ctx.device,
-            progress=bar, features=ctx.train_features,
-        )
-    scores = score_pool(pool, attacks, ctx.streams)
-    selection = score_pool(pool, attacks, ctx.streams, exclude=EVALUATION_TARGET)
-    metrics = membership_metrics(pool, scores, selection, float(cfg.privacy.delta), alpha=ctx.alpha, bound_alpha=bound_alpha,
-                                 streams=ctx.streams.of("membership"))
-    ctx.writer.write_parquet("membership_scores.parquet", scores_table(pool, scores))
+    Returns the record's ``attacks`` (one result per attack, each with its threat model),
+    ``protocols`` and ``bounds`` (the ReRo bounds, which need no attack), and ``statistics``.
+    """
+    attacks = {name: registry.ATTACKS[name].run(ctx, settings) for name, settings in ctx.settings.items()}
     return {
-        "protocol": {"num_models": m, "queries": queries, "pool": "training set", "population": f"{pop_split} split ({len(pop_y)} images)",
-                     "evaluation_target": EVALUATION_TARGET, "bootstrap": "two-way cluster (model × image)",
-                     "members_per_model_mean": float(pool.member.sum(1).mean()),
-                     "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)),
-                     "pool_wall_time_s": pool.wall_time_s},
-        "threat_models": {name: THREAT_MODELS[spec["attack"].split("_")[0]] for name, spec in attacks.items()},
-        "attacks": metrics,
+        "attacks": attacks,
+        "protocols": {key: protocol.finish() for key, protocol in ctx._shared.items()},
+        "bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, ctx.settings),
+        "statistics": {"alpha": ctx.alpha, "lower_bounds": registry.lower_bound_count(ctx.settings),
+                       "alpha_per_bound": ctx.bound_alpha},
     }
-
-
-def audit_stage(ctx: Context, settings, bound_alpha: float) -> dict:
-    ds = ctx.ds
-    held_x = np.concatenate([a for a in (ds.val_x, ds.test_x) if a is not None and len(a)])
-    held_y = np.concatenate([a for a in (ds.val_y, ds.test_y) if a is not None and len(a)])
-    streams = ctx.streams.of("audit")
-    cx, cy = make_canaries(settings.canary, held_x, held_y, int(settings.n_canaries), ds.info.n_classes, streams.numpy("canaries"))
-    log.info("%s one-run audit: training once with %d %s canaries, each included with probability 1/2", ctx.label, len(cy), settings.canary)
-    result = train_audit_run(
-        build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, canary_x=cx, canary_y=cy, recipe=ctx.recipe, hp=ctx.hp,
-        grad_sample_mode=ctx.grad_sample_mode, streams=streams, device=ctx.device, score=canary_score,
-        feature_fn=ctx.feature_fn(), features=ctx.train_features,
-    )
-    out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=bound_alpha)
-    out["canary"] = settings.canary
-    out["threat_model"] = THREAT_MODELS["audit"]
-    return out
 
 
 def _fmt(x: float) -> str:
     return "inf" if math.isinf(x) else f"{x:.4g}"
-
-
-def summarise(record: dict) -> dict:
-    """The flat row of the sweep table."""
-    p, u, t = record["privacy"], record["utility"], record["train"]
-    row = {
-        "dataset": record["dataset"]["name"],
-        "model": record["model"]["name"],
-        "seed": record["seed"],
-        "epsilon": p["epsilon_target"],
-        "epsilon_spent": p["epsilon_spent"],
-        "delta": p["delta"],
-        "sigma": p["noise_multiplier"],
-        "sample_rate": p["sample_rate"],
-        "steps": t["steps_taken"],
-        "epochs": t["epochs"],
-        "batch_size": t["batch_size"],
-        "max_grad_norm": p["max_grad_norm"],
-        "accountant": p["accountant"],
-        "n_train": record["dataset"]["n_train"],
-        "n_test": record["dataset"]["n_test"],
-    }
-    for split in ("test", "train"):
-        for k, v in u[split].items():
-            row[f"{split}_{k}"] = v
-    row["generalization_gap"] = u["train"]["accuracy"] - u["test"]["accuracy"]
-    row.update(attack_summary(record.get("attacks", {})))
-    row["train_wall_s"] = t["wall_time_s"]
-    row["samples_per_s"] = t["samples_per_s"]
-    row["run_wall_s"] = record["wall_time_s"]
-    row["config_hash"] = record["config_hash"]
-    return row
-
-
-def attack_summary(attacks: dict) -> dict:
-    """Flat columns of the attack results: per attack, and the best over attacks."""
-    row: dict = {}
-    mia = attacks.get("membership", {}).get("attacks", {})
-    for name, m in mia.items():
-        row[f"mia_{name}_auc"] = m["auc"]
-        row[f"mia_{name}_tpr_at_0.1%fpr"] = m["tpr_at_fpr"][0]
-        row[f"mia_{name}_tpr_at_1%fpr"] = m["tpr_at_fpr"][1]
-        row[f"mia_{name}_epsilon_lb"] = m["empirical_epsilon"]["epsilon_lb"]
-    if mia:
-        row["mia_best_auc"] = max(m["auc"] for m in mia.values())
-        row["mia_best_tpr_at_0.1%fpr"] = max(m["tpr_at_fpr"][0] for m in mia.values())
-        row["empirical_epsilon_lb"] = max(m["empirical_epsilon"]["epsilon_lb"] for m in mia.values())
-    if "audit" in attacks:
-        row["audit_epsilon_lb"] = attacks["audit"]["epsilon_lb"]
-    recon = attacks.get("reconstruction", {})
-    if "bounds" in recon:
-        row["rero_bound_prior"] = recon["bounds"]["rero_prior"]["gamma"]
-        row["rero_bound_train"] = recon["bounds"]["rero_train"]["gamma"]
-        row["rero_bound_step"] = recon["bounds"]["rero_step"]["gamma"]
-    if "prior_aware" in recon:
-        row["prior_aware_success"] = recon["prior_aware"]["success_rate"]
-        row["prior_aware_ci_high"] = recon["prior_aware"]["ci_high"]
-    for name, r in recon.get("attacks", {}).items():
-        row[f"recon_{name}_psnr_mean"] = r["psnr_mean"]
-        row[f"recon_{name}_ssim_mean"] = r["ssim_mean"]
-        row[f"recon_{name}_rero_psnr"] = r["rero"]["psnr"]
-    if recon.get("attacks"):
-        row["recon_best_rero"] = max(r["rero"]["psnr"] for r in recon["attacks"].values())
-    return row

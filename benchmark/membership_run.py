@@ -1,9 +1,13 @@
-"""Membership inference and auditing for one run: attack scores, metrics, empirical ε.
+"""Membership inference on a trained run: the shared LiRA protocol and the loss, LiRA and RMIA entries.
 
 Glue between the models trained by benchmark/shadow.py and the pure scoring and statistics in
 ``medprivbench.attacks``. The attacks see logits (and, for the shadow-based ones, the shadow
-models' logits and membership); the ground-truth membership of the target enters only the metric
-functions.
+models' logits and membership, and the population images' logits); the ground-truth membership of
+the target enters only the metric functions.
+
+The pool of M models (the LiRA evaluation protocol, Carlini et al. 2022) is trained once per run,
+the first time a membership attack asks for it (:class:`MembershipProtocol`, shared through the
+run's context), and serves every membership attack of the run.
 """
 
 from __future__ import annotations
@@ -12,100 +16,91 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 
 from medprivbench.attacks import auditing, membership, mia_metrics
 
-from .shadow import AuditRunResult, PoolResult
-from .streams import Streams
+from .errors import ConfigError
+from .progress import count_bar
+from .registry import ATTACKS, AttackSpec, register
+from .shadow import PoolResult, train_pool
 
 log = logging.getLogger("medprivbench")
 
 FPR_LEVELS = (0.001, 0.01)
 N_BOOTSTRAP = 1000  # enough resamples for the tails of Bonferroni-corrected (≈99.6%) intervals
-
-# What each attacker sees, in plain words (printed with the results: breaching's lesson).
-THREAT_MODELS = {
-    "loss": "black box: the target model's loss on the candidate image and its label; no shadow models",
-    "lira": "black box: the target model's logits on the candidate (and its horizontal flip), plus shadow models "
-            "the attacker trained with the same recipe on data from the same population, knowing which shadows "
-            "saw the candidate (online) or using only those that did not (offline)",
-    "rmia": "black box: the target model's logits on the candidate and on population images, plus a few reference "
-            "models trained with the same recipe",
-    "audit": "auditor who inserts canaries (held-out images with a wrong label), each with probability 1/2, into one "
-             "training run and sees only the final model's outputs on them",
-}
-
-
-def selected_membership_attacks(settings: dict) -> dict[str, dict]:
-    """Scoring functions to run, by display name, with their options (from the attack configs)."""
-    out: dict[str, dict] = {}
-    if "loss" in settings:
-        out["loss"] = {"attack": "loss", "options": {}}
-    if "lira" in settings:
-        lira = settings["lira"]
-        for mode in ("online", "offline"):
-            if getattr(lira, mode):
-                out[f"lira_{mode}"] = {"attack": f"lira_{mode}", "options": {"variance": lira.variance}}
-    if "rmia" in settings:
-        rmia = settings["rmia"]
-        options = {"online": rmia.online, "gamma": rmia.gamma}
-        if not rmia.online:
-            options["offline_a"] = rmia.offline_a
-        out["rmia"] = {"attack": "rmia", "options": options, "n_references": rmia.n_references}
-    return out
-
-
 EVALUATION_TARGET = 0  # the pool model held out for the empirical ε (fixed before any score is seen)
 
 
-def score_pool(pool: PoolResult, attacks: dict[str, dict], streams: Streams, exclude: int | None = None) -> dict[str, np.ndarray]:
-    """(M, N) scores of every selected attack, every pool model in turn the target.
+class MembershipProtocol:
+    """The run's pool of M models on random halves of the training set, each in turn the target.
 
-    ``exclude``: a model left out as target and as reference (its row is NaN), see
-    :func:`medprivbench.attacks.membership.score_all_targets`.
+    ``evaluate`` scores one attack's variants against every target, with interval confidence
+    1 − α/(k·(1 + #FPR levels)) for the run's k membership variants (Bonferroni) and the
+    empirical ε of :func:`medprivbench.attacks.auditing.held_out_target_epsilon` at the run's
+    per-bound level. ``finish`` writes the per-sample scores and returns the protocol's record.
     """
-    scores = {}
-    n_shadows = pool.num_models - 1 - (exclude is not None)
-    for name, spec in attacks.items():
-        options = dict(spec["options"])
-        variance = options.pop("variance", None)
-        if variance is not None:  # LiRA: the fixed-variance variant for few shadows (Carlini et al.)
-            options["fixed_variance"] = variance == "fixed" or (variance == "auto" and n_shadows < 64)
-        scores[name] = membership.score_all_targets(
-            spec["attack"], pool.logits, pool.labels, pool.member,
+
+    def __init__(self, ctx):
+        cfg, ds = ctx.cfg, ctx.ds
+        self.ctx = ctx
+        self.m = int(cfg.membership.num_models)
+        self.queries = list(cfg.membership.queries)
+        # RMIA's population: a held-out split that no model trains on (validation, else test)
+        if ds.val_y is not None and len(ds.val_y) >= 2:
+            pop_x, pop_y, self.population = ds.val_x, ds.val_y, "validation"
+        else:
+            pop_x, pop_y, self.population = ds.test_x, ds.test_y, "test"
+        log.info("%s membership: training %d models on random halves of the training set with the target's recipe",
+                 ctx.label, self.m)
+        with count_bar(cfg.progress, f"{ctx.label} shadow models", total=self.m, unit="model") as bar:
+            self.pool: PoolResult = train_pool(
+                build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
+                x_population=torch.from_numpy(pop_x), y_population=pop_y, recipe=ctx.recipe, hp=ctx.hp,
+                grad_sample_mode=ctx.grad_sample_mode, num_models=self.m, queries=self.queries, streams=ctx.streams,
+                device=ctx.device, progress=bar, features=ctx.train_features,
+            )
+        n_variants = sum(len(ATTACKS[name].variant_labels(s)) for name, s in ctx.settings.items()
+                         if ATTACKS[name].family == "membership")
+        self.confidence = 1.0 - ctx.alpha / (max(1, n_variants) * (1 + len(FPR_LEVELS)))
+        self.scores: dict[str, np.ndarray] = {}
+
+    def _score(self, variant: str, attack: str, options: dict, exclude: int | None) -> np.ndarray:
+        pool = self.pool
+        return membership.score_all_targets(
+            attack, pool.logits, pool.labels, pool.member,
             population_logits=pool.population_logits, population_labels=pool.population_labels,
-            n_references=spec.get("n_references"), exclude=exclude, seed=streams.of(name).seed_for("attack"), **options,
+            exclude=exclude, seed=self.ctx.streams.of(variant).seed_for("attack"), **options,
         )
-    return scores
 
+    def evaluate(self, variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
+        """Metrics of each variant (key → (scoring function of ``membership.ATTACKS``, its options))."""
+        member = self.pool.member
+        m, n = member.shape
+        clusters = (np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
+        others = np.arange(m) != EVALUATION_TARGET
+        out = {}
+        for variant, (attack, options) in variants.items():
+            scores = self._score(variant, attack, options, exclude=None)
+            selection = self._score(variant, attack, options, exclude=EVALUATION_TARGET)
+            metrics = mia_metrics.roc_metrics(scores.ravel(), member.ravel(), fpr_levels=FPR_LEVELS, confidence=self.confidence,
+                                              n_bootstrap=N_BOOTSTRAP, clusters=clusters,
+                                              seed=self.ctx.streams.of(variant).seed_for("statistics"))
+            metrics["empirical_epsilon"] = auditing.held_out_target_epsilon(
+                selection[others], member[others], scores[EVALUATION_TARGET], member[EVALUATION_TARGET],
+                float(self.ctx.cfg.privacy.delta), alpha=self.ctx.bound_alpha)
+            self.scores[variant] = scores
+            out[variant] = metrics
+        return out
 
-def membership_metrics(pool: PoolResult, scores: dict[str, np.ndarray], selection: dict[str, np.ndarray], delta: float, *,
-                       alpha: float, bound_alpha: float, streams: Streams) -> dict:
-    """ROC metrics with cluster-bootstrap intervals and an empirical ε lower bound per attack.
-
-    Simultaneous inference (Bonferroni): with k attacks, each AUC and TPR@FPR interval has
-    confidence 1 − α·k⁻¹/(1 + #FPR levels), so that "some attack beats chance" is still a statement
-    at level α, not the luckiest of many 95% intervals. ``bound_alpha`` is the level of each
-    empirical ε bound (the run divides its family-wise α among all its bounds, benchmark/experiment.py).
-    Intervals resample models and images as crossed clusters (``mia_metrics._cluster_bootstrap``);
-    the ε bound counts guesses on one held-out target (``auditing.held_out_target_epsilon``), with
-    ``selection`` the scores computed without that target.
-    """
-    member = pool.member
-    m, n = member.shape
-    clusters = (np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
-    k = max(1, len(scores))
-    confidence = 1.0 - alpha / (k * (1 + len(FPR_LEVELS)))
-    others = np.arange(m) != EVALUATION_TARGET
-    out = {}
-    for name, s in scores.items():
-        metrics = mia_metrics.roc_metrics(s.ravel(), member.ravel(), fpr_levels=FPR_LEVELS, confidence=confidence,
-                                          n_bootstrap=N_BOOTSTRAP, clusters=clusters,
-                                          seed=streams.of(name).seed_for("statistics"))
-        metrics["empirical_epsilon"] = auditing.held_out_target_epsilon(
-            selection[name][others], member[others], s[EVALUATION_TARGET], member[EVALUATION_TARGET], delta, alpha=bound_alpha)
-        out[name] = metrics
-    return out
+    def finish(self) -> dict:
+        self.ctx.writer.write_parquet("membership_scores.parquet", scores_table(self.pool, self.scores))
+        pool = self.pool
+        return {"num_models": self.m, "queries": self.queries, "pool": "training set",
+                "population": f"{self.population} split ({len(pool.population_labels)} images)",
+                "evaluation_target": EVALUATION_TARGET, "bootstrap": "two-way cluster (model × image)",
+                "members_per_model_mean": float(pool.member.sum(1).mean()),
+                "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)), "pool_wall_time_s": pool.wall_time_s}
 
 
 def scores_table(pool: PoolResult, scores: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -122,15 +117,97 @@ def scores_table(pool: PoolResult, scores: dict[str, np.ndarray]) -> pd.DataFram
     return df
 
 
-def audit_summary(result: AuditRunResult, delta: float, *, guess_fraction: float, alpha: float) -> dict:
-    m = len(result.scores)
-    k = max(1, int(round(guess_fraction * m)))
-    out = auditing.one_run_audit(result.scores, result.included, delta, k_plus=k, k_minus=k, alpha=alpha)
-    out["n_included"] = int(result.included.sum())
-    out["wall_time_s"] = result.wall_time_s
-    return out
+# ----------------------------------------------------------------------------- the entries
+def membership_columns(name: str, result: dict) -> dict:
+    """Table columns of a membership attack: AUC, TPR at each FPR level and ε lower bound per variant."""
+    row = {}
+    for variant, m in result["variants"].items():
+        row[f"mia_{variant}_auc"] = m["auc"]
+        row[f"mia_{variant}_tpr_at_0.1%fpr"] = m["tpr_at_fpr"][0]
+        row[f"mia_{variant}_tpr_at_1%fpr"] = m["tpr_at_fpr"][1]
+        row[f"mia_{variant}_epsilon_lb"] = m["empirical_epsilon"]["epsilon_lb"]
+    return row
 
 
-def canary_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Black-box canary score: the scaled confidence φ of the canary's (wrong) label."""
-    return membership.logit_confidence(logits, labels)
+def run_membership(threat_model: str, variants: dict[str, tuple[str, dict]]):
+    """The ``run`` of a membership entry: its variants scored on the run's shared pool."""
+
+    def run(ctx, settings) -> dict:
+        chosen = variants if not callable(variants) else variants(ctx, settings)
+        protocol = ctx.shared("membership", MembershipProtocol)
+        return {"threat_model": threat_model, "variants": protocol.evaluate(chosen)}
+
+    return run
+
+
+def check_pool(settings, cfg, *, shadows: bool, name: str) -> None:
+    """Membership attacks need a pool: at least 2 models, 3 when the attack uses shadows (one held out)."""
+    m = int(cfg.membership.num_models)
+    if m < 2:
+        raise ConfigError(f"membership.num_models={m} is too small; membership attacks need at least 2 models "
+                          "(one held out for the empirical ε)")
+    if shadows and m < 3:
+        raise ConfigError(f"membership.num_models={m} is too small for attack {name!r}, which needs shadow models; "
+                          "use at least 3 (1 target, 1 shadow, 1 held out for the empirical ε)")
+
+
+def _lira_variants(ctx, settings) -> dict[str, tuple[str, dict]]:
+    n_shadows = int(ctx.cfg.membership.num_models) - 1
+    # the fixed-variance variant for few shadows (Carlini et al.)
+    fixed = settings.variance == "fixed" or (settings.variance == "auto" and n_shadows < 64)
+    return {f"lira_{mode}": (f"lira_{mode}", {"fixed_variance": fixed})
+            for mode in ("online", "offline") if getattr(settings, mode)}
+
+
+def _check_lira(settings, cfg) -> None:
+    check_pool(settings, cfg, shadows=True, name="lira")
+    m = int(cfg.membership.num_models)
+    if settings.online and m < 5:
+        raise ConfigError(f"membership.num_models={m} is too small for online LiRA, which fits IN and OUT Gaussians from the "
+                          "shadow models; use at least 5 (16 or more recommended) or attack.lira.online=false")
+
+
+def _rmia_variants(ctx, settings) -> dict[str, tuple[str, dict]]:
+    options = {"online": settings.online, "gamma": settings.gamma, "n_references": settings.n_references}
+    if not settings.online:
+        options["offline_a"] = settings.offline_a
+    return {"rmia": ("rmia", options)}
+
+
+def _check_rmia(settings, cfg) -> None:
+    check_pool(settings, cfg, shadows=True, name="rmia")
+    m = int(cfg.membership.num_models)
+    need = 2 * settings.n_references if settings.online else settings.n_references
+    # one model is held out for the empirical ε, and each target needs its references among the rest
+    if m - 2 < need:
+        raise ConfigError(
+            f"membership.num_models={m} leaves {m - 2} reference models (one target, one held out), too few for "
+            f"attack.rmia.n_references={settings.n_references}{' (online needs twice as many)' if settings.online else ''}; "
+            f"use num_models ≥ {need + 2}")
+
+
+_LIRA_THREAT = ("black box: the target model's logits on the candidate (and its horizontal flip), plus shadow models the "
+                "attacker trained with the same recipe on data from the same population, knowing which shadows saw the "
+                "candidate (online) or using only those that did not (offline)")
+
+register(AttackSpec(
+    name="loss", schema=membership.LossConfig, label="loss threshold", family="membership",
+    threat_model="black box: the target model's loss on the candidate image and its label; no shadow models",
+    run=run_membership("black box: the target model's loss on the candidate image and its label; no shadow models",
+                       {"loss": ("loss", {})}),
+    columns=membership_columns, lower_bounds=lambda s: 1,
+    check=lambda s, cfg: check_pool(s, cfg, shadows=False, name="loss"),
+))
+register(AttackSpec(
+    name="lira", schema=membership.LiRAConfig, label="LiRA", family="membership", threat_model=_LIRA_THREAT,
+    run=run_membership(_LIRA_THREAT, _lira_variants), columns=membership_columns,
+    variants=lambda s: {f"lira_{mode}": f"LiRA {mode}" for mode in ("online", "offline") if getattr(s, mode)},
+    lower_bounds=lambda s: int(s.online) + int(s.offline), check=_check_lira,
+))
+_RMIA_THREAT = ("black box: the target model's logits on the candidate and on population images none of the models "
+                "trained on, plus a few reference models trained with the same recipe")
+register(AttackSpec(
+    name="rmia", schema=membership.RMIAConfig, label="RMIA", family="membership", threat_model=_RMIA_THREAT,
+    run=run_membership(_RMIA_THREAT, _rmia_variants), columns=membership_columns,
+    lower_bounds=lambda s: 1, check=_check_rmia,
+))

@@ -16,6 +16,7 @@ import re
 from omegaconf import OmegaConf
 
 from .errors import USER_ERRORS, ConfigError
+from .paths import CONFIG_DIR
 
 # Hydra flags that do not run jobs (help, printing the config, shell completion …).
 INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--info", "-i", "--shell-completion", "-sc",
@@ -60,12 +61,13 @@ def _settings_of(parent: str) -> list[str]:
     from dataclasses import fields
 
     from .config import Config
-    from .validate import ATTACK_SCHEMAS
+    from .registry import load
 
+    attacks = load()
     if parent == "attack":
-        return sorted(ATTACK_SCHEMAS)
-    if parent.startswith("attack.") and parent[7:] in ATTACK_SCHEMAS:
-        return sorted(f.name for f in fields(ATTACK_SCHEMAS[parent[7:]]))
+        return sorted(attacks)
+    if parent.startswith("attack.") and parent[7:] in attacks:
+        return sorted(f.name for f in fields(attacks[parent[7:]].schema))
     node = OmegaConf.structured(Config)
     for part in [p for p in parent.split(".") if p]:
         node = node.get(part) if hasattr(node, "get") else None
@@ -75,8 +77,6 @@ def _settings_of(parent: str) -> list[str]:
 
 
 def _group_options(group: str) -> list[str]:
-    from .cli import CONFIG_DIR
-
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 

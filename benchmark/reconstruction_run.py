@@ -1,36 +1,42 @@
-"""Reconstruction attacks for one run and the ReRo bounds beside them.
+"""Reconstruction attacks on a trained run, as registry entries, and the ReRo bounds beside them.
 
 The bounds (Hayes, Mahloujifar, Balle 2023) depend only on the run's DP recipe (σ, q, T) and a
 base rate κ: κ = 1/n for the prior-aware attack's n candidates, κ = 1/N for an adversary whose
-prior is the whole training set (the setting of Ziller et al. 2024).
+prior is the whole training set (the setting of Ziller et al. 2024). Gradient inversion and the
+imprint attack see one unsubsampled client update; the prior-aware adversary sees all T steps.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 
 import numpy as np
 import torch
 
+from medprivbench.attacks import image_metrics
+from medprivbench.attacks import reconstruction as rec
 from medprivbench.attacks.bounds import rero_bound
-from medprivbench.attacks.prior_aware import prior_aware_attack
+from medprivbench.attacks.imprint import ImprintAttack, ImprintConfig, imprint_client_update
+from medprivbench.attacks.prior_aware import THREAT_MODEL as PRIOR_AWARE_THREAT
+from medprivbench.attacks.prior_aware import PriorAwareConfig, prior_aware_attack
 
+from .errors import ConfigError
 from .models import split_frozen
+from .registry import AttackSpec, register
 
 log = logging.getLogger("medprivbench")
 
-# Clip norm handed to the prior-aware game for non-private runs (no clipping, no noise): far
-# above any per-sample gradient norm, so clipping never acts.
-UNCLIPPED = 1e6
 
-
-def rero_bounds(recipe, n_train: int, n_candidates: int) -> dict:
-    sigma = recipe.noise_multiplier if recipe.private else 0.0
+def rero_bounds(recipe, n_train: int, settings: dict) -> dict:
+    """The ReRo bounds of the run's recipe at κ = 1/N, at κ = 1/n for the prior-aware attack's n
+    candidates (its configured n, or its default when it is not run) and for one client step."""
+    n_candidates = (settings.get("prior_aware") or PriorAwareConfig()).n_candidates
+    view = recipe.attacker_view
+    sigma = view.noise_multiplier
 
     def bound(kappa: float) -> float:
-        return float(rero_bound(kappa, sigma, recipe.sample_rate, recipe.steps))
+        return float(rero_bound(kappa, sigma, view.sample_rate, view.steps))
 
     return {
         "rero_prior": {"kappa": 1.0 / n_candidates, "gamma": bound(1.0 / n_candidates),
@@ -40,31 +46,30 @@ def rero_bounds(recipe, n_train: int, n_candidates: int) -> dict:
         # gradient inversion and imprint attack one client's update: one step, no subsampling
         "rero_step": {"kappa": 1.0 / n_train, "gamma": float(rero_bound(1.0 / n_train, sigma, 1.0, 1)),
                       "threat_model": "one unsubsampled client update (q = 1, T = 1): gradient inversion, imprint"},
-        "noise_multiplier": sigma, "sample_rate": recipe.sample_rate, "steps": recipe.steps,
+        "noise_multiplier": sigma, "sample_rate": view.sample_rate, "steps": view.steps,
     }
 
 
-def prior_aware_stage(ctx, settings, checkpoints: list[dict]) -> dict:
+def run_prior_aware(ctx, settings: PriorAwareConfig) -> dict:
     """The informed adversary's game on the target's real model states and training images."""
-    recipe = ctx.recipe
+    view = ctx.recipe.attacker_view
     streams = ctx.streams.of("prior_aware")
     rng = streams.numpy("attack")
     pool = np.sort(rng.choice(ctx.ds.n_train, size=min(settings.pool_size, ctx.ds.n_train), replace=False))
     inputs = torch.from_numpy(ctx.ds.train_x[pool])
     states = []
-    for state in checkpoints:
+    for state in ctx.checkpoints:
         model = ctx.build_model(streams)  # the architecture; the weights are the state's
         model.load_state_dict(state)
         frozen, trainable = split_frozen(model.eval())
         states.append(trainable)
     if ctx.train_features is not None:  # fixed features: gradients are the head's, on the features
         inputs = ctx.train_features[torch.from_numpy(pool)]
-    clip = recipe.max_grad_norm if math.isfinite(recipe.max_grad_norm) else UNCLIPPED
     result = prior_aware_attack(
         states, inputs, torch.from_numpy(ctx.ds.train_y[pool]),
-        noise_multiplier=recipe.noise_multiplier if recipe.private else 0.0,
-        sample_rate=recipe.sample_rate, steps=recipe.steps, max_grad_norm=clip,
-        n_candidates=settings.n_candidates, n_trials=settings.trials, seed=streams.seed_for("client_noise"), device=ctx.device,
+        noise_multiplier=view.noise_multiplier, sample_rate=view.sample_rate, steps=view.steps,
+        max_grad_norm=view.simulation_clip, n_candidates=settings.n_candidates, n_trials=settings.trials,
+        seed=streams.seed_for("client_noise"), device=ctx.device,
     )
     out = result.to_record()
     log.info("%s prior-aware reconstruction: success %.3f [%.3f, %.3f] vs ReRo bound %.3f (chance %.3f)",
@@ -78,26 +83,28 @@ def _attacked_images(ctx, n: int, rng: np.random.Generator) -> tuple[torch.Tenso
     return torch.from_numpy(ctx.ds.train_x[pick]), torch.from_numpy(ctx.ds.train_y[pick])
 
 
-def _dp_parameters(recipe) -> tuple[float, float]:
-    """σ and C of the client's step: the run's recipe, or no clipping and no noise without DP."""
-    if not recipe.private:
-        return 0.0, math.inf
-    return recipe.noise_multiplier, recipe.max_grad_norm
+def _grid_title(ctx, name: str) -> str:
+    info = ctx.ds.info
+    return f"{name.replace('_', ' ')}: truth (top) and reconstruction; {info.name} {ctx.cfg.model.name}, {ctx.epsilon_text}, seed {ctx.cfg.seed}"
 
 
-def gradient_inversion_stage(ctx, name: str, settings) -> dict:
+def run_gradient_inversion(name: str):
+    """The ``run`` of a gradient-inversion entry (the config file names the variant: Geiping, DLG)."""
+
+    def run(ctx, settings: rec.GradientInversionConfig) -> dict:
+        return gradient_inversion(ctx, name, settings)
+
+    return run
+
+
+def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig) -> dict:
     """Invert client updates of training images at the run's σ and C; score against the truth."""
-    from medprivbench.attacks import reconstruction as rec
-    from medprivbench.attacks.image_metrics import reconstruction_report, save_image_grid
-
-    from .validate import inversion_config
-
     streams = ctx.streams.of(name)
     # the target's initial weights θ₀ (its own init stream) or its trained weights
     model = (ctx.build_model(ctx.streams) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
-    sigma, clip = _dp_parameters(ctx.recipe)
+    view = ctx.recipe.attacker_view
+    sigma, clip = view.noise_multiplier, view.max_grad_norm
     images, labels = _attacked_images(ctx, settings.n_images, streams.numpy("attack"))
-    config = inversion_config(settings)
     noise = streams.torch("client_noise", ctx.device)
     updates = []
     for start in range(0, settings.n_images, settings.batch_size):
@@ -108,16 +115,15 @@ def gradient_inversion_stage(ctx, name: str, settings) -> dict:
             model, xb, yb, noise_multiplier=sigma, max_grad_norm=clip, reveal_labels=settings.labels == "known",
             generator=noise, method="loop" if ctx.train_features is not None else "vmap"))
     threat = updates[0].threat_model()
-    result = rec.run_gradient_inversion(model, updates, config, seed=streams.seed_for("attack"))  # all updates optimised together
+    result = rec.run_gradient_inversion(model, updates, settings, seed=streams.seed_for("attack"))  # all updates optimised together
     seconds = result.seconds
     truth_t, recon_t = images, result.images.cpu().reshape(images.shape)
     # scoring: the only place the true images meet the reconstructions
-    report = reconstruction_report(truth_t, recon_t, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim})
+    report = image_metrics.reconstruction_report(truth_t, recon_t, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim})
     grid = f"reconstructions/{name}.png"
-    save_image_grid(truth_t, recon_t, ctx.writer.path(grid),
-                    title=f"{name.replace('_', ' ')}: truth (top) and reconstruction, eps={ctx.label}")
+    image_metrics.save_image_grid(truth_t, recon_t, ctx.writer.path(grid), title=_grid_title(ctx, name))
     out = {
-        "threat_model": f"{THREAT_MODEL_TEXT[name]}; {threat['observes']}, labels {threat['labels']}",
+        "threat_model": f"{ATTACK_THREATS[name]}; {threat['observes']}, labels {threat['labels']}",
         **{k: report[k] for k in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
         "rero": {k: report[f"rero_{k}"] for k in ("psnr", "ssim")},
         "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
@@ -132,14 +138,12 @@ def gradient_inversion_stage(ctx, name: str, settings) -> dict:
     return out
 
 
-def imprint_stage(ctx, settings) -> dict:
+def run_imprint(ctx, settings: ImprintConfig) -> dict:
     """A malicious server's imprint model; the client's DP-SGD update on it; images read back."""
-    from medprivbench.attacks.image_metrics import reconstruction_report, save_image_grid
-    from medprivbench.attacks.imprint import ImprintAttack, imprint_client_update
-
     streams = ctx.streams.of("imprint")
     base = (ctx.build_model(ctx.streams) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
-    sigma, clip = _dp_parameters(ctx.recipe)
+    view = ctx.recipe.attacker_view
+    sigma, clip = view.noise_multiplier, view.max_grad_norm
     attack = ImprintAttack(tuple(ctx.ds.train_x.shape[1:]), settings.n_bins, ctx.ds.test_x,
                            measurement=settings.measurement, n_measurements=settings.n_measurements,
                            back_gain=settings.back_gain, seed=streams.seed_for("attack"))
@@ -156,18 +160,18 @@ def imprint_stage(ctx, settings) -> dict:
                                           noise_multiplier=sigma, max_grad_norm=clip, generator=noise)
         candidates = attack.reconstruct(update).cpu()
         # scoring, apart from the attack: match candidates to the batch's true images
-        reports.append(reconstruction_report(xb, candidates, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim}))
+        reports.append(image_metrics.reconstruction_report(xb, candidates, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim}))
         truth_all.append(xb)
         recon_all.append(_matched(candidates, reports[-1], xb))
     seconds = time.perf_counter() - start
     per_image = {k: [v for r in reports for v in r["per_image"][k]] for k in reports[0]["per_image"]}
     grid = "reconstructions/imprint.png"
-    save_image_grid(torch.cat(truth_all)[:16], torch.cat(recon_all)[:16], ctx.writer.path(grid),
-                    title=f"imprint: truth (top) and reconstruction, {ctx.label}")
+    image_metrics.save_image_grid(torch.cat(truth_all)[:16], torch.cat(recon_all)[:16], ctx.writer.path(grid),
+                                  title=_grid_title(ctx, "imprint"))
     out = {
-        "threat_model": f"{THREAT_MODEL_TEXT['imprint']}; {attack.threat_model().get('observes', '')}".rstrip("; "),
+        "threat_model": f"{ATTACK_THREATS['imprint']}; {attack.threat_model().get('observes', '')}".rstrip("; "),
         **_summary(per_image),
-        "rero": {k: _share(per_image[k], k, getattr(settings, f"eta_{k}")) for k in ("psnr", "ssim")},
+        "rero": {k: image_metrics.rero(per_image[k], k, getattr(settings, f"eta_{k}")) for k in ("psnr", "ssim")},
         "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
         "per_image": per_image, "n_images": n, "batch_size": settings.batch_size, "n_bins": settings.n_bins,
         "candidates_per_batch": [r["n_candidates"] for r in reports], "model_state": settings.model_state,
@@ -198,18 +202,50 @@ def _summary(per_image: dict) -> dict:
     return out
 
 
-def _share(values: list, metric: str, eta: float) -> float:
-    """ReRo@η: the share of all true images reconstructed within η (unmatched images count as failures)."""
-    from medprivbench.attacks.image_metrics import HIGHER_IS_BETTER
-
-    hits = [v is not None and (v >= eta if HIGHER_IS_BETTER[metric] else v <= eta) for v in values]
-    return float(np.mean(hits)) if hits else 0.0
-
-
-THREAT_MODEL_TEXT = {
+ATTACK_THREATS = {
     "gradient_inversion": "honest-but-curious server (Geiping et al. 2020): optimises images whose gradient matches "
                           "the client's update (cosine distance + total variation)",
     "dlg": "honest-but-curious server (Zhu et al. 2019, DLG baseline): L2 gradient matching with L-BFGS",
     "imprint": "malicious server (Fowl et al. 2022, Robbing the Fed): sends a model with an imprint layer whose "
                "weight-row gradients isolate single images",
 }
+
+
+def reconstruction_columns(name: str, result: dict) -> dict:
+    return {f"recon_{name}_psnr_mean": result["psnr_mean"], f"recon_{name}_ssim_mean": result["ssim_mean"],
+            f"recon_{name}_rero_psnr": result["rero"]["psnr"], f"recon_{name}_rero_ssim": result["rero"]["ssim"]}
+
+
+def _check_images(attribute: str):
+    """check_data: the attack cannot take more training images than there are."""
+
+    def check(settings, cfg, n_train: int) -> None:
+        n_images = getattr(settings, "n_images", None) or settings.batch_size * settings.n_batches
+        if n_images > n_train:
+            raise ConfigError(f"attack.{attribute}.n_images={n_images} is more than the {n_train} training images")
+
+    return check
+
+
+# the run order of the old engine: the informed adversary first, then the server-side attacks
+register(AttackSpec(
+    name="prior_aware", schema=PriorAwareConfig, label="prior-aware reconstruction", family="prior_aware",
+    threat_model=PRIOR_AWARE_THREAT, run=run_prior_aware,
+    columns=lambda name, r: {"prior_aware_success": r["success_rate"], "prior_aware_ci_low": r["ci_low"],
+                             "prior_aware_ci_high": r["ci_high"], "prior_aware_chance": r["chance"]},
+    checkpoints=lambda settings: settings.n_states,
+))
+register(AttackSpec(
+    name="gradient_inversion", schema=rec.GradientInversionConfig, label="gradient inversion", family="reconstruction",
+    threat_model=ATTACK_THREATS["gradient_inversion"], run=run_gradient_inversion("gradient_inversion"),
+    columns=reconstruction_columns, check_data=_check_images("gradient_inversion"),
+))
+register(AttackSpec(
+    name="dlg", schema=rec.GradientInversionConfig, label="DLG", family="reconstruction",
+    threat_model=ATTACK_THREATS["dlg"], run=run_gradient_inversion("dlg"), columns=reconstruction_columns,
+    check_data=_check_images("dlg"), defaults=rec.GradientInversionConfig(**vars(rec.DLG_2019)),
+))
+register(AttackSpec(
+    name="imprint", schema=ImprintConfig, label="imprint (trap weights)", family="reconstruction",
+    threat_model=ATTACK_THREATS["imprint"], run=run_imprint, columns=reconstruction_columns, check_data=_check_images("imprint"),
+))

@@ -40,28 +40,18 @@ import pandas as pd
 from scipy.special import comb
 from scipy.stats import rankdata
 
-from . import figures, store
+from . import figures, registry, store
 from .errors import ConfigError
 
 log = logging.getLogger("medprivbench")
 
-ATTACK_LABELS = {
-    "loss": "loss threshold",
-    "lira_online": "LiRA online",
-    "lira_offline": "LiRA offline",
-    "rmia": "RMIA",
-    "audit": "one-run audit",
-    "gradient_inversion": "gradient inversion",
-    "imprint": "imprint (trap weights)",
-    "prior_aware": "prior-aware reconstruction",
-}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TOP_VULNERABLE = 5
 FIGURE_LIST = ".report-files"  # figures/ files written by the last build, removed by the next
 
 
 def attack_label(key: str) -> str:
-    return ATTACK_LABELS.get(key, key.replace("_", " "))
+    return registry.label(key)
 
 
 def epsilon_label(eps: float) -> str:
@@ -121,17 +111,32 @@ class Run:
     def attacks(self) -> dict:
         return self.record.get("attacks") or {}
 
+    def family(self, family: str) -> dict:
+        """The run's results of one attack family (benchmark/registry.py), by attack name."""
+        registry.load()
+        return {k: v for k, v in self.attacks.items() if registry.ATTACKS[k].family == family}
+
     @property
     def membership(self) -> dict:
-        return (self.attacks.get("membership") or {}).get("attacks") or {}
+        """Every membership variant's metrics, by variant key (e.g. lira_online)."""
+        return {key: m for result in self.family("membership").values() for key, m in result["variants"].items()}
+
+    @property
+    def membership_threats(self) -> dict:
+        return {key: result["threat_model"] for result in self.family("membership").values() for key in result["variants"]}
 
     @property
     def audit(self) -> dict | None:
-        return self.attacks.get("audit")
+        return next(iter(self.family("audit").values()), None)
 
     @property
     def reconstruction(self) -> dict | None:
-        return self.attacks.get("reconstruction")
+        """Bounds, the prior-aware game and the image reconstruction attacks of the run."""
+        found = self.family("reconstruction")
+        games = self.family("prior_aware")
+        if not found and not games and not self.record.get("bounds"):
+            return None
+        return {"bounds": self.record.get("bounds") or {}, "prior_aware": next(iter(games.values()), None), "attacks": found}
 
     @property
     def completed_at(self) -> float | None:
@@ -182,25 +187,9 @@ def _unique_labels(folders: list[Path]) -> list[str]:
 
 
 # ============================================================================= tidy frames
-def _membership_best(run: Run, key: str) -> float:
-    values = [_membership_value(m, key) for m in run.membership.values()]
-    return max(values) if values else math.nan
-
-
-def _membership_value(m: dict, key: str) -> float:
-    return {"auc": m["auc"], "tpr_low": m["tpr_at_fpr"][0],
-            "epsilon_lb": m["empirical_epsilon"]["epsilon_lb"],
-            "epsilon_ceiling": m["empirical_epsilon"].get("epsilon_ceiling", math.nan)}[key]
-
-
 def _rero(attack: dict) -> float:
-    """ReRo@η of one reconstruction attack: the larger of its PSNR and SSIM shares."""
-    return max(float(v) for v in attack["rero"].values()) if attack.get("rero") else math.nan
-
-
-def _recon_best(run: Run) -> float:
-    values = [_rero(a) for a in ((run.reconstruction or {}).get("attacks") or {}).values()]
-    return max(values) if values else math.nan
+    """ReRo@η of one reconstruction attack: the share of images past η by PSNR (benchmark/record.py)."""
+    return float(attack["rero"]["psnr"]) if attack.get("rero") else math.nan
 
 
 def _recon_value(run: Run, *path: str) -> float:
@@ -212,30 +201,22 @@ def _recon_value(run: Run, *path: str) -> float:
     return float(node)
 
 
-# One column per run, by name: what the headline table and the ε figures read.
-RUN_COLUMNS: dict[str, Callable[[Run], float]] = {
-    "epsilon_spent": lambda r: float(r.summary["epsilon_spent"]),
-    "sigma": lambda r: float(r.summary["sigma"]),
-    "delta": lambda r: float(r.summary["delta"]),
-    "test_accuracy": lambda r: float(r.summary["test_accuracy"]),
-    "test_auroc": lambda r: float(r.summary["test_auroc"]),
-    "mia_best_auc": lambda r: _membership_best(r, "auc"),
-    "mia_best_tpr_low": lambda r: _membership_best(r, "tpr_low"),
-    "mia_epsilon_lb": lambda r: _membership_best(r, "epsilon_lb"),
-    "epsilon_ceiling": lambda r: _membership_best(r, "epsilon_ceiling"),
-    "audit_epsilon_lb": lambda r: float(r.audit["epsilon_lb"]) if r.audit else math.nan,
-    "recon_best_rero": _recon_best,
-    "rero_bound_train": lambda r: _recon_value(r, "bounds", "rero_train", "gamma"),
-    "prior_aware_success": lambda r: _recon_value(r, "prior_aware", "success_rate"),
-    "prior_aware_chance": lambda r: _recon_value(r, "prior_aware", "chance"),
-    "rero_bound_prior": lambda r: _recon_value(r, "bounds", "rero_prior", "gamma"),
+# The run columns the headline table and the ε figures read: the sweep table's own columns
+# (benchmark/record.py computes them once), under the names the report uses.
+RUN_COLUMNS = {
+    "epsilon_spent": "epsilon_spent", "sigma": "sigma", "delta": "delta", "test_accuracy": "test_accuracy",
+    "test_auroc": "test_auroc", "mia_best_auc": "mia_best_auc", "mia_best_tpr_low": "mia_best_tpr_at_0.1%fpr",
+    "mia_epsilon_lb": "mia_best_epsilon_lb", "epsilon_ceiling": "mia_best_epsilon_ceiling",
+    "audit_epsilon_lb": "audit_epsilon_lb", "recon_best_rero": "recon_best_rero", "rero_bound_train": "rero_bound_train",
+    "prior_aware_success": "prior_aware_success", "prior_aware_chance": "prior_aware_chance",
+    "rero_bound_prior": "rero_bound_prior", "epsilon_lb_max": "epsilon_lb_max",
 }
 
 
 def run_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per run: ε, seed and every :data:`RUN_COLUMNS` value (NaN where a run lacks it)."""
+    """One row per run: ε, seed and every :data:`RUN_COLUMNS` column of its summary (NaN where it lacks one)."""
     rows = [{"sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed,
-             **{name: get(r) for name, get in RUN_COLUMNS.items()}} for r in sweep.runs]
+             **{name: float(r.summary.get(column, math.nan)) for name, column in RUN_COLUMNS.items()}} for r in sweep.runs]
     return pd.DataFrame(rows)
 
 
@@ -462,16 +443,15 @@ def _lowest_fpr_level(sweep: Sweep) -> float:
 def _consistency_sentences(runs: pd.DataFrame) -> list[str]:
     """DP requires every honest empirical lower bound to stay below the accountant's ε."""
     private = runs[np.isfinite(runs["epsilon_spent"])]
-    lower = private[["mia_epsilon_lb", "audit_epsilon_lb"]].max(axis=1)
-    checked = private[lower.notna()]
+    checked = private[private["epsilon_lb_max"].notna()]
     if checked.empty:
         return []
-    above = checked[lower[lower.notna()] > checked["epsilon_spent"]]
+    above = checked[checked["epsilon_lb_max"] > checked["epsilon_spent"]]
     if above.empty:
         return ["No empirical ε lower bound exceeds the accountant's ε, as DP requires (a check at level α in total: "
                 "each bound of a run is computed at α divided by their number)."]
     cases = ", ".join(f"ε = {epsilon_label(r.epsilon)} seed {r.seed} (lower bound "
-                      f"{fmt(max(r.mia_epsilon_lb, r.audit_epsilon_lb))} > {fmt(r.epsilon_spent)})"
+                      f"{fmt(r.epsilon_lb_max)} > {fmt(r.epsilon_spent)})"
                       for r in above.itertuples())
     return [f"Warning: an empirical ε lower bound exceeds the accountant's ε at {cases}; DP forbids this, so the "
             "training, the accounting or the attack evaluation is wrong and these results should not be trusted."]
@@ -1022,10 +1002,8 @@ def section_risk(ctx: Context) -> None:
 def threat_models(run: Run) -> dict[str, str]:
     """What each attack of one run saw, in plain words, as recorded beside its results."""
     recon = run.reconstruction or {}
-    found = {attack_label(k): v for k, v in ((run.attacks.get("membership") or {}).get("threat_models") or {}).items()}
-    found.update({attack_label(k): a.get("threat_model") for k, a in (recon.get("attacks") or {}).items()})
-    found[attack_label("audit")] = (run.audit or {}).get("threat_model")
-    found[attack_label("prior_aware")] = (recon.get("prior_aware") or {}).get("threat_model")
+    found = {attack_label(k): v for k, v in run.membership_threats.items()}
+    found.update({attack_label(k): a.get("threat_model") for k, a in run.attacks.items() if registry.ATTACKS[k].family != "membership"})
     return {k: v for k, v in found.items() if v}
 
 
@@ -1090,7 +1068,7 @@ def _env(r: Run) -> dict:
 
 
 def _protocol(r: Run) -> dict:
-    return (r.attacks.get("membership") or {}).get("protocol") or {}
+    return (r.record.get("protocols") or {}).get("membership") or {}
 
 
 def _pairs(mapping: dict | None) -> str:

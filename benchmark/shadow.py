@@ -22,7 +22,6 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .errors import ConfigError
 from .streams import Streams
 from .training import DPRecipe, predict_logits, train
 
@@ -30,14 +29,6 @@ QUERIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda x: x,
     "hflip": lambda x: torch.flip(x, dims=(-1,)),
 }
-
-
-def check_queries(names) -> list[str]:
-    names = list(names)
-    bad = [n for n in names if n not in QUERIES]
-    if bad or not names:
-        raise ConfigError(f"membership.queries={names} is not valid; choose a non-empty list from {', '.join(QUERIES)}")
-    return names
 
 
 def query_logits(model, x: torch.Tensor, queries: list[str], device) -> np.ndarray:
@@ -94,9 +85,6 @@ def train_pool(
 
 
 # ----------------------------------------------------------------------------- audit canaries
-CANARY_KINDS = ("mislabelled", "ood")
-
-
 def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: int, n_classes: int, rng: np.random.Generator):
     """Canaries from held-out images (never in the training set).
 

@@ -35,7 +35,7 @@ import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2  # 2: streams per purpose, held-out empirical ε, cluster intervals, RMIA population
+SCHEMA_VERSION = 3  # 3: one result per attack (registry), protocols and bounds apart; 2: streams, held-out empirical ε
 MANIFEST = "COMPLETE.json"
 METRICS = "metrics.json"
 

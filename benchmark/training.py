@@ -39,6 +39,30 @@ HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weigh
                    "ema_decay", "augmult", "augmentations")
 
 
+# A clip norm for simulations of a run without clipping: far above any per-sample gradient norm.
+UNCLIPPED = 1e6
+
+
+@dataclass(frozen=True)
+class AttackerView:
+    """The training as an attacker sees it: DP-SGD's update rule with its public parameters.
+
+    Each step t samples every example with probability q (Poisson), clips each per-sample gradient
+    to norm C, sums, adds N(0, σ²C²·I) and divides by the expected batch size; T steps. Without DP
+    (σ = 0, C = ∞) the update is the plain mean gradient.
+    """
+
+    noise_multiplier: float  # σ
+    max_grad_norm: float  # C (inf: no clipping)
+    sample_rate: float  # q
+    steps: int  # T
+
+    @property
+    def simulation_clip(self) -> float:
+        """C, or :data:`UNCLIPPED` where simulations need a finite number for 'no clipping'."""
+        return self.max_grad_norm if math.isfinite(self.max_grad_norm) else UNCLIPPED
+
+
 @dataclass(frozen=True)
 class DPRecipe:
     """Everything that determines a DP-SGD run's privacy: σ, q, T, C, δ and the accountant."""
@@ -52,13 +76,20 @@ class DPRecipe:
     max_grad_norm: float  # C
     accountant: str
     accountant_note: str = ""
-    epsilon: float = math.inf  # ε of the whole run at (σ, q, T) by ``accountant``
+    epsilon_planned: float = math.inf  # ε of the whole run at the planned (σ, q, T) by ``accountant``
     # sampling and noise from the OS's CSPRNG (not reproducible) instead of the seeded streams
     secure_rng: bool = False
 
     @property
     def private(self) -> bool:
         return is_private(self.epsilon_target)
+
+    @property
+    def attacker_view(self) -> AttackerView:
+        """What every attacker of this benchmark knows of the training (the one place that says so)."""
+        if not self.private:
+            return AttackerView(0.0, math.inf, self.sample_rate, self.steps)
+        return AttackerView(self.noise_multiplier, self.max_grad_norm, self.sample_rate, self.steps)
 
     def to_record(self) -> dict:
         return asdict(self)
@@ -87,7 +118,7 @@ def make_recipe(privacy_cfg, train_cfg, n_train: int) -> DPRecipe:
     return DPRecipe(
         epsilon_target=float(privacy_cfg.epsilon), delta=float(privacy_cfg.delta), sample_rate=q, steps=steps,
         steps_per_epoch=k, noise_multiplier=sol.sigma, max_grad_norm=float(privacy_cfg.max_grad_norm),
-        accountant=sol.accountant, accountant_note=sol.note, epsilon=sol.epsilon, secure_rng=secure,
+        accountant=sol.accountant, accountant_note=sol.note, epsilon_planned=sol.epsilon, secure_rng=secure,
     )
 
 

@@ -15,7 +15,7 @@ import pytest
 from medprivbench.benchmark import report, store
 from medprivbench.benchmark.cli import report_main
 from medprivbench.benchmark.errors import ConfigError
-from medprivbench.benchmark.experiment import summarise
+from medprivbench.benchmark.record import summarise
 
 HOSTILE = "<script>alert(1)</script>"
 MIA_ATTACKS = ("loss", "lira_online")
@@ -90,19 +90,20 @@ def _record(eps: float, seed: int, *, class_names, real: bool, leaky: set, recon
         "utility": {"test": test, "train": {**test, "accuracy": min(1.0, accuracy + 0.05)},
                     "test_per_class_accuracy": {name: accuracy - 0.1 * i for i, name in enumerate(class_names)}},
         "attacks": {
-            "membership": {
-                "protocol": {"num_models": N_MODELS, "queries": ["identity"], "pool": "training set"},
-                "threat_models": {a: f"black box ({a})" for a in MIA_ATTACKS},
-                "attacks": {a: _membership_attack(rng, leaks) for a in MIA_ATTACKS},
-            },
+            "loss": {"threat_model": "black box (loss)", "variants": {"loss": _membership_attack(rng, leaks)}},
+            "lira": {"threat_model": "black box (lira)", "variants": {"lira_online": _membership_attack(rng, leaks)}},
             "audit": {"epsilon_lb": 0.0, "r": 20, "v": 11, "m": 40, "k_plus": 10, "k_minus": 10, "accuracy": 0.55,
                       "delta": 1e-5, "alpha": 0.05, "n_included": 20, "wall_time_s": 1.0, "canary": "mislabelled",
                       "threat_model": "auditor with canaries"},
         },
+        "protocols": {"membership": {"num_models": N_MODELS, "queries": ["identity"], "pool": "training set"}},
         "wall_time_s": 3.0,
     }
     if recon:
-        record["attacks"]["reconstruction"] = _reconstruction(writer, eps, rng)
+        recon_part = _reconstruction(writer, eps, rng)
+        record["attacks"].update(recon_part["attacks"])
+        record["attacks"]["prior_aware"] = recon_part["prior_aware"]
+        record["bounds"] = recon_part["bounds"]
     record["summary"] = summarise(record)
     return record
 
@@ -194,23 +195,18 @@ def test_headline_values_equal_the_run_records(built):
     md = (folder / "report.md").read_text()
     table = markdown_table_after(md, "## Headline table")
     recs = records(folder)
-    best = lambda r, key: max(m[key] for m in r["attacks"]["membership"]["attacks"].values())  # noqa: E731
-    columns = {
-        "accountant ε spent": lambda r: r["privacy"]["epsilon_spent"],
-        "σ": lambda r: r["privacy"]["noise_multiplier"],
-        "test accuracy": lambda r: r["utility"]["test"]["accuracy"],
-        "test AUROC": lambda r: r["utility"]["test"]["auroc"],
-        "best membership AUC": lambda r: best(r, "auc"),
-        "best TPR at 0.1% FPR": lambda r: max(m["tpr_at_fpr"][0] for m in r["attacks"]["membership"]["attacks"].values()),
-        "empirical ε lower bound (membership)": lambda r: max(
-            m["empirical_epsilon"]["epsilon_lb"] for m in r["attacks"]["membership"]["attacks"].values()),
-        "ε lower bound (one-run audit)": lambda r: r["attacks"]["audit"]["epsilon_lb"],
-        "reconstruction ReRo@η (best attack)": lambda r: max(
-            max(a["rero"].values()) for a in r["attacks"]["reconstruction"]["attacks"].values()),
-        "ReRo bound γ (κ = 1/N)": lambda r: r["attacks"]["reconstruction"]["bounds"]["rero_train"]["gamma"],
-        "prior-aware success": lambda r: r["attacks"]["reconstruction"]["prior_aware"]["success_rate"],
-        "ReRo bound γ (κ = 1/n)": lambda r: r["attacks"]["reconstruction"]["bounds"]["rero_prior"]["gamma"],
+    # the report reads the sweep table's columns (benchmark/record.py), never recomputing them
+    table_columns = {
+        "accountant ε spent": "epsilon_spent", "σ": "sigma", "test accuracy": "test_accuracy", "test AUROC": "test_auroc",
+        "best membership AUC": "mia_best_auc", "best TPR at 0.1% FPR": "mia_best_tpr_at_0.1%fpr",
+        "empirical ε lower bound (membership)": "mia_best_epsilon_lb", "ε lower bound (one-run audit)": "audit_epsilon_lb",
+        "reconstruction ReRo@η (best attack)": "recon_best_rero", "ReRo bound γ (κ = 1/N)": "rero_bound_train",
+        "prior-aware success": "prior_aware_success", "ReRo bound γ (κ = 1/n)": "rero_bound_prior",
     }
+    sweep_table = store.aggregate(folder)
+    columns = {header: (lambda r, c=column: float(sweep_table.loc[sweep_table["config_hash"] == r["config_hash"], c].iloc[0]))
+               for header, column in table_columns.items()}
+    columns["test accuracy"] = lambda r: r["utility"]["test"]["accuracy"]
     assert list(table["ε"]) == ["1", "8", "∞ (non-private)"]
     for eps, (_, row) in zip((1.0, 8.0, math.inf), table.iterrows()):
         for header, get in columns.items():
@@ -253,11 +249,11 @@ def test_summary_warns_when_an_attack_beats_its_bound(built):
     runs, evidence = report.run_frame(sweep), report.evidence_by_budget(sweep)
     assert not any(s.startswith("Warning") for s in report.summary_sentences(sweep, runs, evidence))
     leaky = runs.copy()
-    leaky.loc[leaky["epsilon"] == 1.0, "mia_epsilon_lb"] = 1.5  # above the accountant's ε = 0.99
+    leaky.loc[leaky["epsilon"] == 1.0, "epsilon_lb_max"] = 1.5  # above the accountant's ε = 0.99
     warning = [s for s in report.summary_sentences(sweep, leaky, evidence) if s.startswith("Warning")]
     assert len(warning) == 1 and "ε = 1 seed 0" in warning[0] and "ε = 1 seed 1" in warning[0]
     run = sweep.at(8.0)[0]
-    run.record["attacks"]["reconstruction"]["prior_aware"]["bound"] = 0.05  # below the success interval
+    run.record["attacks"]["prior_aware"]["bound"] = 0.05  # below the success interval
     warning = [s for s in report.summary_sentences(sweep, runs, evidence) if s.startswith("Warning")]
     assert len(warning) == 1 and "prior-aware" in warning[0] and "ε = 8 seed 0" in warning[0]
 
@@ -373,9 +369,9 @@ def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
         writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed=0_fake")
         record = _record(eps, 0, class_names=["a", "b"], real=True, leaky=set(), recon=False, writer=writer, rng=rng)
         gamma = 0.3 if math.isfinite(eps) else 1.0
-        record["attacks"] = {"reconstruction": {"bounds": {"rero_prior": {"kappa": 0.1, "gamma": gamma},
-                                                           "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma / 2},
-                                                           "rero_step": {"kappa": 1 / N_POOL, "gamma": gamma}}}}
+        record["attacks"] = {}
+        record["bounds"] = {"rero_prior": {"kappa": 0.1, "gamma": gamma}, "rero_train": {"kappa": 1 / N_POOL, "gamma": gamma / 2},
+                            "rero_step": {"kappa": 1 / N_POOL, "gamma": gamma}}
         record["summary"] = summarise(record)
         writer.write_json(store.METRICS, record)
         writer.publish()

@@ -23,10 +23,10 @@ def test_tiny_sweep_writes_table_and_report_then_resumes(tmp_path):
     for column in ("test_accuracy", "test_auroc", "test_mcc", "test_sensitivity", "test_specificity", "train_accuracy"):
         assert table[column].between(-1, 1).all()
     # two attacks ran on every run, with per-sample scores saved beside the record
-    for column in ("mia_loss_auc", "mia_lira_offline_auc", "mia_loss_epsilon_lb", "empirical_epsilon_lb"):
+    for column in ("mia_loss_auc", "mia_lira_offline_auc", "mia_loss_epsilon_lb", "mia_best_epsilon_lb"):
         assert table[column].notna().all()
     assert "mia_lira_online_auc" not in table and "mia_rmia_auc" not in table
-    assert (table["empirical_epsilon_lb"] <= table["epsilon_spent"]).all()
+    assert (table["epsilon_lb_max"] <= table["epsilon_spent"]).all()
     scores = pd.read_parquet(next((sweep / "runs").glob("eps=1_*")) / "membership_scores.parquet")
     assert len(scores) == 4 * 300 and {"score_loss", "score_lira_offline", "member"} <= set(scores)
     html = (sweep / "report.html").read_text()

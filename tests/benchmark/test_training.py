@@ -94,6 +94,6 @@ def test_recipe_keeps_q_and_T_so_half_size_members_get_the_same_sigma():
     train_cfg = OmegaConf.structured(TrainConfig(epochs=5, batch_size=100))
     recipe = make_recipe(privacy, train_cfg, n_train=2000)
     assert recipe.sample_rate == pytest.approx(1 / 20) and recipe.steps == 100
-    assert recipe.epsilon <= 4.0
+    assert recipe.epsilon_planned <= 4.0
     nonprivate = make_recipe(OmegaConf.structured(PrivacyConfig(epsilon=math.inf)), train_cfg, n_train=2000)
     assert nonprivate.noise_multiplier == 0.0 and not nonprivate.private

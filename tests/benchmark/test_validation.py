@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medprivbench.benchmark.cli import CONFIG_DIR
+from medprivbench.benchmark.paths import CONFIG_DIR
 from medprivbench.benchmark.errors import USER_ERRORS
 from medprivbench.benchmark.preflight import preflight
 

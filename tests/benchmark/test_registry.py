@@ -1,0 +1,109 @@
+"""One attack, one place: a new attack is one module, one config file and one registry entry.
+
+The test plays a contributor who adds a "random guess" membership attack: its scoring function
+(what would be attacks/random_guess.py), its config (configs/attack/random_guess.yaml, here written
+to a folder on Hydra's search path) and one ``register`` call. No other engine file is edited, yet
+validation, the experiment, the run record, the table and the report all pick it up; its AUC
+comes out at chance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from medprivbench.attacks import membership
+from medprivbench.attacks.settings import Validated, integer
+from medprivbench.benchmark import registry, store
+from medprivbench.benchmark.callbacks import finish_sweeps
+from medprivbench.benchmark.config import register_configs
+from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.experiment import run_experiment
+from medprivbench.benchmark.membership_run import membership_columns, run_membership
+from medprivbench.benchmark.paths import CONFIG_DIR
+from medprivbench.benchmark.validate import validate_config, validate_with_data
+
+from ..conftest import TINY
+
+
+# --- the new module (attacks/random_guess.py): pure, no engine import ------------------------
+@dataclass
+class RandomGuessConfig(Validated):
+    """Scores drawn at random: the attack that knows nothing."""
+
+    salt: int = integer(0, 0)
+
+
+def random_guess(target_logits, labels, reference_logits, reference_member, population, *, salt=0):  # noqa: ANN001, ANN201
+    return np.random.default_rng([salt, len(labels)]).random(len(labels))
+
+
+# --- the new config file ---------------------------------------------------------------------
+CONFIG = """# @package attack.random_guess
+defaults:
+  - random_guess_schema@_here_
+  - _self_
+salt: 3
+"""
+
+
+@pytest.fixture
+def random_guess_attack(tmp_path):
+    membership.register_attack("random_guess", uses_references=False)(random_guess)
+    # --- the one registry entry
+    registry.register(registry.AttackSpec(
+        name="random_guess", schema=RandomGuessConfig, label="random guess", family="membership",
+        threat_model="none: the attacker flips coins", columns=membership_columns, lower_bounds=lambda s: 1,
+        run=lambda ctx, s: run_membership("none: the attacker flips coins", {"random_guess": ("random_guess", {"salt": s.salt})})(ctx, s),
+    ))
+    extra = tmp_path / "extra" / "attack"
+    extra.mkdir(parents=True)
+    (extra / "random_guess.yaml").write_text(CONFIG)
+    yield tmp_path / "extra"
+    registry.unregister("random_guess")
+    membership.ATTACKS.pop("random_guess")
+
+
+def _compose(overrides: list[str]):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("config", overrides=overrides)
+
+
+@pytest.mark.slow
+def test_a_new_attack_needs_one_module_one_config_and_one_entry(random_guess_attack, tmp_path):
+    overrides = [o for o in TINY if not o.startswith(("attack", "membership"))]
+    cfg = _compose([*overrides, "attack=[loss,random_guess]", "membership.num_models=3", f"results_root={tmp_path}",
+                    f"hydra.searchpath=[file://{random_guess_attack}]", "privacy.epsilon=inf"])
+    validate_config(cfg)
+    validate_with_data(cfg, 300)
+    assert registry.settings_of(cfg, "random_guess").salt == 3  # the YAML's value, typed by the schema
+    outcome = run_experiment(cfg)
+    record = json.loads((outcome.run_dir / store.METRICS).read_text())
+    metrics = record["attacks"]["random_guess"]["variants"]["random_guess"]
+    assert abs(metrics["auc"] - 0.5) < 0.05 and metrics["auc_ci"][0] < 0.5 < metrics["auc_ci"][1]
+    finish_sweeps([outcome.sweep_dir])
+    table = store.aggregate(outcome.sweep_dir)
+    assert table["mia_random_guess_auc"].iloc[0] == metrics["auc"]
+    assert "random guess" in (outcome.sweep_dir / "report.md").read_text()
+
+
+def test_registered_settings_are_validated_from_their_schema(random_guess_attack, tmp_path):
+    cfg = _compose(["attack=[random_guess]", f"hydra.searchpath=[file://{random_guess_attack}]", "attack.random_guess.salt=-1"])
+    with pytest.raises(ConfigError, match=r"attack\.random_guess\.salt=-1 is not valid; use a whole number ≥ 0"):
+        validate_config(cfg)
+
+
+def test_every_attack_config_file_has_a_registry_entry_and_back():
+    files = {p.stem for p in (CONFIG_DIR / "attack").glob("*.yaml")}
+    assert files == set(registry.load())
+    for name, entry in registry.ATTACKS.items():
+        assert entry.label and entry.threat_model and entry.family in registry.FAMILIES
+        defaults = entry.settings_schema()
+        assert isinstance(defaults, entry.schema) or defaults is entry.schema
