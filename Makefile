@@ -21,7 +21,7 @@ run: setup
 	$(BIN)/medprivbench
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 bench: setup
 	$(BIN)/medprivbench-bench

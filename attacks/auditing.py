@@ -451,6 +451,24 @@ def held_out_target_epsilon(
         the δ term), epsilon_ceiling (the bound if every guess were right), protocol (in words),
         delta, alpha.
     """
+    selection_scores, selection_member, evaluation_scores, evaluation_member = _pool_arrays(
+        selection_scores, selection_member, evaluation_scores, evaluation_member
+    )
+    _validate_delta_alpha(delta, alpha)
+    n = evaluation_scores.size
+    best, best_value = _select_guess_counts(selection_scores, selection_member, alpha)
+    result = one_run_audit(evaluation_scores, evaluation_member, delta, k_plus=best[0], k_minus=best[1], alpha=alpha)
+    result["selection_epsilon"] = best_value
+    # the largest bound these counts could give: every guess correct
+    result["epsilon_ceiling"] = one_run_epsilon(result["r"], result["r"], n, delta, alpha)
+    result["protocol"] = ("one-run counting (Steinke et al. 2023) on a held-out evaluation target whose images are "
+                          "canaries included with probability 1/2; guess counts chosen on the other targets, scored "
+                          "without it")
+    return result
+
+
+def _pool_arrays(selection_scores, selection_member, evaluation_scores, evaluation_member) -> tuple[np.ndarray, ...]:
+    """The four arrays of :func:`held_out_target_epsilon`, checked: (S, N) and (N,) scores and bool membership."""
     selection_scores = np.atleast_2d(np.asarray(selection_scores, dtype=np.float64))
     selection_member = np.atleast_2d(np.asarray(selection_member))
     evaluation_scores = np.asarray(evaluation_scores, dtype=np.float64)
@@ -464,11 +482,16 @@ def held_out_target_epsilon(
         raise ValueError("membership arrays must be bool")
     if not (np.all(np.isfinite(selection_scores)) and np.all(np.isfinite(evaluation_scores))):
         raise ValueError("scores contain NaN or infinite values; expected finite scores")
-    _validate_delta_alpha(delta, alpha)
+    return selection_scores, selection_member, evaluation_scores, evaluation_member
 
-    # Selection scores every candidate (k₊, k₋) by its bound without the δ term, which has the
-    # closed form logit(B⁻¹(α; v, r − v + 1)) (see one_run_epsilon) and so is cheap to vectorise.
-    candidates = np.array(_guess_counts(n))
+
+def _select_guess_counts(selection_scores: np.ndarray, selection_member: np.ndarray, alpha: float) -> tuple[tuple[int, int], float]:
+    """The (k₊, k₋) of :func:`_guess_counts` with the largest mean bound over the selection targets, and that bound.
+
+    Each candidate is scored by its bound without the δ term, which has the closed form
+    logit(B⁻¹(α; v, r − v + 1)) (see one_run_epsilon) and so is cheap to vectorise.
+    """
+    candidates = np.array(_guess_counts(selection_scores.shape[1]))
     k_plus, k_minus = candidates[:, 0], candidates[:, 1]
     values = np.zeros(len(candidates))
     for row, truth in zip(selection_scores, selection_member):
@@ -482,12 +505,4 @@ def held_out_target_epsilon(
             values += np.maximum(np.log(accuracy_low) - np.log1p(-accuracy_low), 0.0)
     values /= len(selection_scores)
     index = int(np.argmax(values))
-    best, best_value = (int(k_plus[index]), int(k_minus[index])), float(values[index])
-    result = one_run_audit(evaluation_scores, evaluation_member, delta, k_plus=best[0], k_minus=best[1], alpha=alpha)
-    result["selection_epsilon"] = best_value
-    # the largest bound these counts could give: every guess correct
-    result["epsilon_ceiling"] = one_run_epsilon(result["r"], result["r"], n, delta, alpha)
-    result["protocol"] = ("one-run counting (Steinke et al. 2023) on a held-out evaluation target whose images are "
-                          "canaries included with probability 1/2; guess counts chosen on the other targets, scored "
-                          "without it")
-    return result
+    return (int(k_plus[index]), int(k_minus[index])), float(values[index])

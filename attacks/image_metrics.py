@@ -15,8 +15,11 @@ accepted. Every metric is computed per image and returned as a float64 array of 
   variances and covariance under an 11×11 Gaussian window (σ = 1.5, normalised), constants
   C1 = (K1·R)², C2 = (K2·R)² with K1 = 0.01, K2 = 0.03, R = 1, averaged over the positions where
   the window fits inside the image; for C > 1 channels, the mean over channels. Computed by
-  ``skimage.metrics.structural_similarity`` with exactly these settings; images must be at least
-  11 pixels high and wide.
+  MONAI's ``monai.metrics.compute_ssim_and_cs`` with exactly these settings; images must be at
+  least 11 pixels high and wide. MONAI computes in float32 (it casts its inputs) and forms the
+  variances as E[x²] − E[x]², which loses digits where the image is flat and bright: values agree
+  with a float64 evaluation of the same formula to 2e-4 on MedMNIST images and reconstructions of
+  them (typically 1e-5), and to 2e-3 at worst (two uniform images of grey levels 0.95 and 0.9).
 
 Reconstructions are matched to true images one to one by the Hungarian algorithm
 (:func:`match_reconstructions`), as in breaching and Ziller et al. 2024, so an attack that returns
@@ -34,15 +37,16 @@ from typing import Callable, Mapping, Optional, Sequence
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
-from skimage.metrics import structural_similarity
 
 DATA_RANGE = 1.0
 
-# Wang et al. 2004 constants; skimage derives the 11×11 window from σ = 1.5 and truncate = 3.5.
+# Wang et al. 2004 constants: an 11×11 Gaussian window of σ = 1.5, normalised to sum 1.
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SSIM_WINDOW = 11
+# Image pairs per MONAI call: bounds the memory of its five filtered copies of the batch.
+SSIM_CHUNK = 256
 
 # ReRo@η defaults: a reconstruction counts as successful when PSNR ≥ 20 dB (equivalently
 # MSE ≤ 0.01), SSIM ≥ 0.5 or NCC ≥ 0.8. Override any of them with ``eta={"psnr": 30.0}``.
@@ -110,21 +114,36 @@ def ncc(truth, recon) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-def _ssim_one(truth: np.ndarray, recon: np.ndarray, data_range: float) -> float:
-    """Gaussian-window SSIM (Wang et al. 2004) of one (C, H, W) pair, mean over channels."""
-    return float(
-        structural_similarity(
-            truth, recon, data_range=data_range, channel_axis=0,
-            gaussian_weights=True, sigma=SSIM_SIGMA, use_sample_covariance=False, K1=SSIM_K1, K2=SSIM_K2,
+def _ssim_pairs(truth: np.ndarray, recon: np.ndarray, data_range: float) -> np.ndarray:
+    """Gaussian-window SSIM (Wang et al. 2004) of each pair of two (B, C, H, W) batches.
+
+    MONAI returns the SSIM map at every position where the window fits, per channel; its mean is
+    the mean over channels of each channel's mean SSIM, since every channel has the same positions.
+    """
+    from monai.metrics import compute_ssim_and_cs  # imported here: importing MONAI takes seconds
+
+    values = []
+    for start in range(0, len(truth), SSIM_CHUNK):
+        index_map, _ = compute_ssim_and_cs(
+            y_pred=torch.from_numpy(np.ascontiguousarray(recon[start : start + SSIM_CHUNK])),
+            y=torch.from_numpy(np.ascontiguousarray(truth[start : start + SSIM_CHUNK])),
+            spatial_dims=2,
+            kernel_size=(SSIM_WINDOW, SSIM_WINDOW),
+            kernel_sigma=(SSIM_SIGMA, SSIM_SIGMA),
+            data_range=data_range,
+            kernel_type="gaussian",
+            k1=SSIM_K1,
+            k2=SSIM_K2,
         )
-    )
+        values.append(index_map.flatten(1).double().mean(1).numpy())
+    return np.concatenate(values)
 
 
 def ssim(truth, recon, *, data_range: float = DATA_RANGE) -> np.ndarray:
     """Structural similarity (Wang et al. 2004; 11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03) per image."""
     truth, recon = _pair(truth, recon)
     _check_ssim_size(truth.shape)
-    return np.array([_ssim_one(t, r, data_range) for t, r in zip(truth, recon)])
+    return _ssim_pairs(truth, recon, data_range)
 
 
 def _check_ssim_size(shape: tuple[int, ...]) -> None:
@@ -157,7 +176,7 @@ def pairwise_distance(truth, recon, metric: str = "mse") -> np.ndarray:
         return distance if metric == "mse" else -psnr_from_mse(distance)
     if metric == "ssim":
         _check_ssim_size(truth.shape)
-        return -np.array([[_ssim_one(t, r, DATA_RANGE) for r in recon] for t in truth])
+        return -np.stack([_ssim_pairs(np.broadcast_to(t, recon.shape), recon, DATA_RANGE) for t in truth])
     n, m = len(truth), len(recon)
     repeated_t = np.repeat(truth, m, axis=0)
     tiled_r = np.tile(recon, (n, 1, 1, 1))

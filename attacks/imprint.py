@@ -53,8 +53,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .client_update import ClientUpdate, simulate_client_update
 from .image_metrics import as_image_batch
-from .reconstruction import ClientUpdate
 from .settings import Validated, choice, integer, real
 
 MEASUREMENTS = ("mean", "gaussian")
@@ -266,8 +266,6 @@ def imprint_client_update(
     generator: Optional[torch.Generator] = None,
 ) -> tuple[nn.Module, ClientUpdate]:
     """The round: the server builds the malicious model, the client returns its DP-SGD update on it."""
-    from .reconstruction import simulate_client_update
-
     malicious = attack.malicious_model(base_model)
     update = simulate_client_update(
         malicious, images, labels, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, generator=generator

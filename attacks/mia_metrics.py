@@ -1,4 +1,5 @@
-"""Membership inference metrics: ROC, AUC, balanced accuracy, TPR at low FPR, bootstrap intervals.
+"""Membership inference metrics: ROC, AUC, balanced accuracy, TPR at low FPR, bootstrap intervals,
+and the per-sample AUC of each training image.
 
 The metrics of the benchmark's design ("Membership metrics"): the ROC curve (kept on a log-spaced
 FPR grid for log-log plots), AUC, the best balanced accuracy over thresholds, and TPR at FPR 0.1%
@@ -7,6 +8,9 @@ and 1% as recommended by Carlini et al., "Membership Inference Attacks From Firs
 
 Scores follow the convention of :mod:`medprivbench.attacks.membership`: higher = more likely a
 member. This module is where ground truth (``is_member``) meets the attack's scores.
+
+:func:`per_sample_auc` is the per-image risk of the report: the AUC of one image's scores over the
+models of the LiRA protocol (each image in about half of their training sets).
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
+from scipy.special import comb
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -157,6 +164,41 @@ def downsample_roc(fpr: np.ndarray, tpr: np.ndarray, n_points: int, min_fpr: flo
     return fpr[index], tpr[index]
 
 
+def _validate_options(
+    shape: tuple[int, ...], fpr_levels: Sequence[float], confidence: float, n_bootstrap: int, n_roc_points: int,
+    clusters: tuple[np.ndarray, np.ndarray] | None,
+) -> np.ndarray:
+    """Check :func:`roc_metrics`' options (one error naming the bad value); returns the FPR levels as an array."""
+    levels = np.asarray(fpr_levels, dtype=np.float64)
+    if levels.ndim != 1 or levels.size == 0 or np.any((levels <= 0) | (levels >= 1)):
+        raise ValueError(f"fpr_levels={list(fpr_levels)}; expected a non-empty sequence of values in (0, 1)")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence={confidence}; expected a value in (0, 1)")
+    if not (isinstance(n_bootstrap, int | np.integer) and n_bootstrap >= 0):
+        raise ValueError(f"n_bootstrap={n_bootstrap}; expected a non-negative integer")
+    if not (isinstance(n_roc_points, int | np.integer) and n_roc_points >= 2):
+        raise ValueError(f"n_roc_points={n_roc_points}; expected an integer >= 2")
+    if clusters is not None and (len(clusters) != 2 or any(np.shape(c) != shape for c in clusters)):
+        raise ValueError(f"clusters must be two arrays of shape {shape} (model and image of each score)")
+    return levels
+
+
+def _bootstrap_intervals(
+    scores: np.ndarray, is_member: np.ndarray, levels: np.ndarray, n_bootstrap: int, seed: int, confidence: float,
+    clusters: tuple[np.ndarray, np.ndarray] | None,
+) -> tuple[list[float], list[list[float]]]:
+    """Percentile intervals at ``confidence`` of the AUC and of the TPR at each FPR level: the
+    two-way cluster bootstrap with ``clusters``, the stratified independent one without."""
+    if clusters is None:
+        boot_aucs, boot_tprs = _bootstrap(scores, is_member, levels, n_bootstrap, seed)
+    else:
+        boot_aucs, boot_tprs = _cluster_bootstrap(scores, is_member, clusters, levels, n_bootstrap, seed)
+    quantiles = [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]
+    auc_ci = [float(q) for q in np.nanquantile(boot_aucs, quantiles)]
+    tpr_ci = [[float(q) for q in np.nanquantile(boot_tprs[:, k], quantiles)] for k in range(levels.size)]
+    return auc_ci, tpr_ci
+
+
 def roc_metrics(
     scores: np.ndarray,
     is_member: np.ndarray,
@@ -201,18 +243,7 @@ def roc_metrics(
         roc_curve.
     """
     scores, is_member = _validate(scores, is_member)
-    levels = np.asarray(fpr_levels, dtype=np.float64)
-    if levels.ndim != 1 or levels.size == 0 or np.any((levels <= 0) | (levels >= 1)):
-        raise ValueError(f"fpr_levels={list(fpr_levels)}; expected a non-empty sequence of values in (0, 1)")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence={confidence}; expected a value in (0, 1)")
-    if not (isinstance(n_bootstrap, int | np.integer) and n_bootstrap >= 0):
-        raise ValueError(f"n_bootstrap={n_bootstrap}; expected a non-negative integer")
-    if not (isinstance(n_roc_points, int | np.integer) and n_roc_points >= 2):
-        raise ValueError(f"n_roc_points={n_roc_points}; expected an integer >= 2")
-    if clusters is not None and (len(clusters) != 2 or any(np.shape(c) != scores.shape for c in clusters)):
-        raise ValueError(f"clusters must be two arrays of shape {scores.shape} (model and image of each score)")
-
+    levels = _validate_options(scores.shape, fpr_levels, confidence, n_bootstrap, n_roc_points, clusters)
     n_members = int(is_member.sum())
     n_nonmembers = int(is_member.size - n_members)
     fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
@@ -222,14 +253,7 @@ def roc_metrics(
 
     auc_ci = tpr_ci = None
     if n_bootstrap > 0:
-        if clusters is None:
-            boot_aucs, boot_tprs = _bootstrap(scores, is_member, levels, n_bootstrap, seed)
-        else:
-            boot_aucs, boot_tprs = _cluster_bootstrap(scores, is_member, clusters, levels, n_bootstrap, seed)
-        quantiles = [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0]
-        auc_ci = [float(q) for q in np.nanquantile(boot_aucs, quantiles)]
-        tpr_ci = [[float(q) for q in np.nanquantile(boot_tprs[:, k], quantiles)] for k in range(levels.size)]
-
+        auc_ci, tpr_ci = _bootstrap_intervals(scores, is_member, levels, n_bootstrap, seed, confidence, clusters)
     curve_fpr, curve_tpr = downsample_roc(fpr, tpr, n_roc_points, min_fpr=1.0 / n_nonmembers)
     return {
         "n_members": n_members,
@@ -245,3 +269,42 @@ def roc_metrics(
         "bootstrap": "independent" if clusters is None else "cluster",
         "roc_curve": {"fpr": curve_fpr.tolist(), "tpr": curve_tpr.tolist()},
     }
+
+
+def per_sample_auc(scores: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per training image: how well the scores of ``column`` tell the models that trained on it apart.
+
+    In the LiRA protocol each image j is in the training set of about half of the M models. With
+    s_m the score of image j against model m, and I (O) the n_in (n_out) models that had (had not)
+    the image in their training set,
+
+        AUC_j = 1/(n_in·n_out) · Σ_{m ∈ I} Σ_{m' ∈ O} (1{s_m > s_m'} + ½·1{s_m = s_m'}),
+
+    the Mann–Whitney statistic, computed from average ranks as (R_in − n_in(n_in + 1)/2)/(n_in·n_out)
+    with R_in the sum of the in-scores' ranks among the image's M scores. 0.5 = no signal; 1 = every
+    'in' score above every 'out' score. Without leakage all orderings of the M scores are equally
+    likely (no ties), so AUC_j = 1 happens by chance with probability p_perfect = 1/C(n_in + n_out, n_in).
+
+    Args:
+        scores: one row per (target model, image), as saved with a run (``membership_scores.parquet``):
+            columns ``target_model``, ``sample`` (image index in the training split), ``label``,
+            ``member`` (ground truth: the image was in that model's training set) and ``column``.
+        column: the score column, higher = more likely a member.
+
+    Returns:
+        One row per image (sorted by ``sample``): sample, label, auc, gap (mean 'in' score − mean
+        'out' score), n_in, n_out, p_perfect. auc and gap are NaN for an image never in or never out.
+    """
+    if column not in scores:
+        raise ValueError(f"scores have no column {column!r}; expected one of {', '.join(map(str, scores.columns))}")
+    value = scores.pivot(index="target_model", columns="sample", values=column)
+    member = scores.pivot(index="target_model", columns="sample", values="member").astype(bool).to_numpy()
+    ranks = rankdata(value.to_numpy(float), axis=0)
+    n_in = member.sum(0)
+    n_out = member.shape[0] - n_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * member).sum(0) - n_in * (n_in + 1) / 2) / (n_in * n_out)
+        gap = (np.where(member, value, 0).sum(0) / n_in) - (np.where(~member, value, 0).sum(0) / n_out)
+    labels = scores.groupby("sample")["label"].first().reindex(value.columns)
+    return pd.DataFrame({"sample": value.columns.to_numpy(), "label": labels.to_numpy(), "auc": auc, "gap": gap,
+                         "n_in": n_in, "n_out": n_out, "p_perfect": 1.0 / comb(n_in + n_out, n_in)})

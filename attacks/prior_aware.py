@@ -28,7 +28,7 @@ candidates whose clipped gradient equals every non-zero residual.
 The attacker's view and the ground truth stay apart: the simulator of the training run
 (``_simulate_steps``) knows the target; the adversary (``_log_likelihood_ratios``,
 ``_map_guess``) sees only the observations and the candidates' Gram matrices; the referee in
-:func:`prior_aware_attack` compares the guess with the target.
+``_play_games`` (the trials of :func:`prior_aware_attack`) compares the guess with the target.
 """
 
 from __future__ import annotations
@@ -147,26 +147,7 @@ def prior_aware_attack(
     ])  # (S, M, M)
     steps_per_state = np.bincount(np.arange(steps) * len(model_states) // steps, minlength=len(model_states))
     rng = np.random.default_rng(seed)
-    pool = candidates_x.shape[0]
-
-    successes = 0
-    chunk = max(1, _CHUNK_ELEMENTS // (int(steps_per_state.max()) * n_candidates))
-    for start in range(0, n_trials, chunk):
-        size = min(chunk, n_trials - start)
-        chosen = np.stack([rng.choice(pool, n_candidates, replace=False) for _ in range(size)])  # (B, n)
-        target = rng.integers(0, n_candidates, size=size)  # ground truth: position of the target in ``chosen``
-        scores = np.zeros((size, n_candidates))
-        for gram, n_steps in zip(grams, steps_per_state):
-            if n_steps == 0:
-                continue
-            candidate_gram = gram[chosen[:, :, None], chosen[:, None, :]]  # (B, n, n), known to the adversary
-            observation = _simulate_steps(candidate_gram, target, n_steps, sigma, q, c, rng)
-            scores += _log_likelihood_ratios(observation, candidate_gram, sigma, q, c)
-        guess = _map_guess(scores, rng)
-        successes += int(np.sum(guess == target))  # the referee: the only place guess meets truth
-        if progress is not None:
-            progress(start + size, n_trials)
-
+    successes = _play_games(grams, steps_per_state, n_candidates, n_trials, sigma, q, c, rng, progress)
     ci = binomtest(successes, n_trials).proportion_ci(confidence_level=0.95, method="exact")
     return PriorAwareResult(
         n_candidates=int(n_candidates),
@@ -182,6 +163,33 @@ def prior_aware_attack(
         steps=steps,
         n_states=len(model_states),
     )
+
+
+def _play_games(grams, steps_per_state, n_candidates, n_trials, sigma, q, clip, rng, progress) -> int:
+    """Play the game ``n_trials`` times, in chunks of trials; the number of games the adversary won.
+
+    ``grams`` (S, M, M): the clipped-gradient Gram matrix of the pool at each model state;
+    ``steps_per_state`` (S,): how many of the T steps each state takes.
+    """
+    pool = grams.shape[1]
+    successes = 0
+    chunk = max(1, _CHUNK_ELEMENTS // (int(steps_per_state.max()) * n_candidates))
+    for start in range(0, n_trials, chunk):
+        size = min(chunk, n_trials - start)
+        chosen = np.stack([rng.choice(pool, n_candidates, replace=False) for _ in range(size)])  # (B, n)
+        target = rng.integers(0, n_candidates, size=size)  # ground truth: position of the target in ``chosen``
+        scores = np.zeros((size, n_candidates))
+        for gram, n_steps in zip(grams, steps_per_state):
+            if n_steps == 0:
+                continue
+            candidate_gram = gram[chosen[:, :, None], chosen[:, None, :]]  # (B, n, n), known to the adversary
+            observation = _simulate_steps(candidate_gram, target, n_steps, sigma, q, clip, rng)
+            scores += _log_likelihood_ratios(observation, candidate_gram, sigma, q, clip)
+        guess = _map_guess(scores, rng)
+        successes += int(np.sum(guess == target))  # the referee: the only place guess meets truth
+        if progress is not None:
+            progress(start + size, n_trials)
+    return successes
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The one-run audit with image canaries (Steinke, Nasr, Jagielski 2023) as a registry entry.
+"""The one-run audits as registry entries: image canaries in an extra run, gradient canaries in the target's.
 
 One extra training run with the target's recipe, in which each of m held-out canaries (the image
 with a flipped label, or an inverted image) is included with probability ½; the auditor sees only
@@ -14,7 +14,10 @@ import logging
 import numpy as np
 
 from medprivbench.attacks import auditing, membership
+from medprivbench.attacks.canary_audit import GradientCanaryAuditConfig, IdealisedRuns, analyse, choose_guesses
 
+from .canaries import GradientCanaries
+from .errors import ConfigError
 from .registry import AttackSpec, register
 from .shadow import AuditRunResult, make_canaries, train_audit_run
 
@@ -59,4 +62,67 @@ def run_audit(ctx, settings: auditing.CanaryAuditConfig) -> dict:
 register(AttackSpec(
     name="audit", schema=auditing.CanaryAuditConfig, label="one-run audit", family="audit", threat_model=THREAT_MODEL,
     run=run_audit, columns=lambda name, result: {"audit_epsilon_lb": result["epsilon_lb"]}, lower_bounds=lambda s: 1,
+))
+
+
+# ----------------------------------------------------------------------------- the white-box audit
+WHITEBOX_THREAT = ("auditor of the DP guarantee itself: inserts gradient canaries (each with probability 1/2) into the "
+                   "target's own training, where they are sampled, clipped and noised like every example, and observes "
+                   "every noisy update (all iterates, as a federated server does) or the final model")
+
+
+def instrument_whitebox(ctx, settings: GradientCanaryAuditConfig) -> GradientCanaries:
+    """The canaries that join the target's training; their inclusion is drawn from their own stream."""
+    included = ctx.streams.of("whitebox").numpy("membership").random(settings.n_canaries) < 0.5
+    view = ctx.recipe.attacker_view  # the claimed recipe: the scores use its σ and q
+    return GradientCanaries(included, sample_rate=view.sample_rate, noise_multiplier=view.noise_multiplier,
+                            max_grad_norm=view.simulation_clip)
+
+
+def run_whitebox(ctx, settings: GradientCanaryAuditConfig) -> dict:
+    canaries: GradientCanaries = ctx.instruments["whitebox"]
+    view = ctx.recipe.attacker_view
+    delta = float(ctx.cfg.privacy.delta)
+    out = {"threat_model": WHITEBOX_THREAT, "m": canaries.m, "n_included": int(canaries.included.sum()),
+           "canary_rows_per_step": float(np.mean(canaries.rows_per_step)) if canaries.rows_per_step else 0.0,
+           "alpha": ctx.bound_alpha, "observations": {}}
+    for index, observation in enumerate(settings.observations):
+        ideal = IdealisedRuns(view.noise_multiplier, view.sample_rate, view.steps, canaries.m, observation,
+                              settings.ceiling_simulations, seed=ctx.streams.of("whitebox", index).seed_for("attack"))
+        k_plus, k_minus, ceiling = choose_guesses(ideal, delta=delta, alpha=ctx.bound_alpha, analyses=settings.analyses)
+        found = analyse(canaries.scores(observation), canaries.included, delta=delta, alpha=ctx.bound_alpha, k_plus=k_plus,
+                        k_minus=k_minus, sample_rate=view.sample_rate, steps=view.steps, analyses=settings.analyses)
+        out["observations"][observation] = {
+            "k_plus": k_plus, "k_minus": k_minus, "ceiling": ceiling,
+            "bounds": {name: {k: v for k, v in result.items() if isinstance(v, (int, float, str))} for name, result in found.items()},
+        }
+        log.info("%s white-box audit (%s): %s; ceiling %s", ctx.label, observation,
+                 ", ".join(f"{n} {r['epsilon_lb']:.3g}" for n, r in found.items()),
+                 ", ".join(f"{n} {c:.3g}" for n, c in ceiling.items()))
+    out["epsilon_lb"] = max(b["epsilon_lb"] for o in out["observations"].values() for b in o["bounds"].values())
+    return out
+
+
+def whitebox_columns(name: str, result: dict) -> dict:
+    row = {}
+    for observation, found in result["observations"].items():
+        for analysis, bound in found["bounds"].items():
+            row[f"{name}_{observation}_{analysis}_epsilon_lb"] = bound["epsilon_lb"]
+            row[f"{name}_{observation}_{analysis}_ceiling"] = found["ceiling"][analysis]
+    row[f"{name}_best_epsilon_lb"] = result["epsilon_lb"]
+    return row
+
+
+def _check_whitebox(settings, cfg) -> None:
+    from .models import grad_sample_mode
+
+    if grad_sample_mode(cfg.model) == "ghost":
+        raise ConfigError("attack whitebox needs per-sample gradients to add its canaries' rows; ghost clipping never "
+                          "forms them: use model.grad_sample_mode=hooks or ew")
+
+
+register(AttackSpec(
+    name="whitebox", schema=GradientCanaryAuditConfig, label="white-box canary audit", family="audit",
+    threat_model=WHITEBOX_THREAT, run=run_whitebox, columns=whitebox_columns, instrument=instrument_whitebox,
+    lower_bounds=lambda s: len(s.observations) * len(s.analyses), check=_check_whitebox,
 ))

@@ -203,7 +203,6 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
 
 def phase_attacks(device, n_train: int = 4690) -> dict:
     """Gradient-inversion iterations/s, imprint reconstruction time, ReRo bound at κ = 1/N."""
-    import torch
 
     from medprivbench.attacks.bounds import rero_bound
 

@@ -26,7 +26,7 @@ def sweep_dirs_from_pointers(hydra_dir: Path) -> list[Path]:
     for pointer in sorted(Path(hydra_dir).rglob(POINTER)):
         try:
             d = Path(json.loads(pointer.read_text())["sweep_dir"])
-        except (ValueError, KeyError):
+        except (ValueError, KeyError, TypeError):  # damaged, or not an object naming a folder
             continue
         if d not in dirs:
             dirs.append(d)

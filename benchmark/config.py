@@ -27,6 +27,8 @@ class DatasetConfig:
     n_val: int = 500
     n_test: int = 1000
     label_noise: float = 0.03
+    # synthetic only: share of rare findings (a long tail: atypical images, labels a coin flip)
+    rare_fraction: float = 0.0
     generator_seed: int = 0
     # imagefolder only
     channels: int = 1
@@ -114,6 +116,7 @@ class SizingConfig:
     """How big the attacks are (configs/sizing/: quick for the default sweep, full for a study)."""
 
     membership_models: int = 6
+    whitebox_canaries: int = 5000
     audit_canaries: int = 200
     prior_trials: int = 100
     inversion_images: int = 4

@@ -69,21 +69,21 @@ def resolve_device(name: str) -> torch.device:
 
 
 def versions() -> dict:
-    import monai
-    import opacus
-
+    """Versions of what computed the run (read from the installed distributions: importing MONAI takes seconds)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        own = version("medprivbench")
-    except PackageNotFoundError:
-        own = "unknown"
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "unknown"
+
     return {
-        "medprivbench": own,
+        "medprivbench": installed("medprivbench"),
         "python": sys.version.split()[0],
         "torch": torch.__version__,
-        "opacus": opacus.__version__,
-        "monai": monai.__version__,
+        "opacus": installed("opacus"),
+        "monai": installed("monai"),
         "numpy": np.__version__,
         "platform": platform.platform(),
     }
@@ -107,6 +107,7 @@ class Context:
     _train_features: torch.Tensor | None = None
     _frozen: object = None  # the fixed feature extractor, False when the model has none, None: unknown
     _shared: dict = field(default_factory=dict)  # protocols several attacks share (the membership pool)
+    instruments: dict = field(default_factory=dict)  # what attacks put into the target's training (gradient canaries)
 
     def shared(self, key: str, factory):
         """The run's ``key`` protocol, built by ``factory(ctx)`` the first time an attack asks for it.
@@ -213,6 +214,8 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
                             "hostname": platform.node(), "pid": os.getpid()},
         }
         n_states = max([registry.ATTACKS[name].checkpoints(s) for name, s in ctx.settings.items()], default=0)
+        ctx.instruments = {name: registry.ATTACKS[name].instrument(ctx, s) for name, s in ctx.settings.items()
+                           if registry.ATTACKS[name].instrument is not None}
         record.update(train_target(ctx, n_checkpoints=n_states))
         record.update(run_attacks(ctx))
         record["wall_time_s"] = time.perf_counter() - started
@@ -240,6 +243,7 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
             ctx.build_model(ctx.streams), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, streams=ctx.streams, device=ctx.device, progress=bar,
             n_checkpoints=n_checkpoints, features=ctx.train_features,
+            canaries=next(iter(ctx.instruments.values()), None),
         )
     ctx.target = result.model
     ctx.checkpoints = result.checkpoints

@@ -1,6 +1,6 @@
 """The report's figures (matplotlib, Agg backend), one function per figure.
 
-Every function takes tidy data frames built by benchmark/report.py from the run records, draws
+Every function takes tidy data frames built by benchmark/report/records.py from the run records, draws
 one PNG and returns its path. Nothing here reads records or types in a number: bounds are drawn
 from the formulas they state, with the ε, δ and γ values found in the records.
 
@@ -247,20 +247,24 @@ def _roc_floor(curves: pd.DataFrame) -> float:
     return float(min([1e-3, *smallest]))
 
 
-def empirical_epsilon(runs: pd.DataFrame, path: Path) -> Path:
-    """Accountant ε (upper bound) beside the empirical lower bounds from attacks and the audit.
+def empirical_epsilon(runs: pd.DataFrame, path: Path, audits: dict[str, str] | None = None) -> Path:
+    """Accountant ε (upper bound) beside the empirical lower bounds from the membership attacks and the audits.
 
-    ``runs``: one row per run with columns sweep, epsilon, epsilon_spent, mia_epsilon_lb,
-    audit_epsilon_lb, epsilon_ceiling (the largest lower bound the sample size allows).
+    ``runs``: one row per run with the sweep table's columns sweep, epsilon, epsilon_spent,
+    mia_best_epsilon_lb, mia_best_epsilon_ceiling (the largest lower bound the membership
+    protocol's sample size allows) and, for each audit, the column of its ε lower bound.
+    ``audits``: those columns, each mapped to the audit's label.
     """
     axis = EpsilonAxis(runs["epsilon"])
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sweeps = list(dict.fromkeys(runs["sweep"]))
+    audit_colours = ("tab:orange", "tab:green", "tab:brown", "tab:pink")
     series = (
         ("epsilon_spent", "accountant ε (upper bound)", "black"),
-        ("mia_epsilon_lb", "empirical ε lower bound, membership attacks", "tab:blue"),
-        ("audit_epsilon_lb", "empirical ε lower bound, one-run audit", "tab:orange"),
-        ("epsilon_ceiling", "largest lower bound the sample size allows", "0.6"),
+        ("mia_best_epsilon_lb", "empirical ε lower bound, membership attacks", "tab:blue"),
+        *((column, f"empirical ε lower bound, {label}", audit_colours[i % len(audit_colours)])
+          for i, (column, label) in enumerate((audits or {}).items())),
+        ("mia_best_epsilon_ceiling", "largest lower bound the sample size allows", "0.6"),
     )
     for i, sweep in enumerate(sweeps):
         part = runs[runs["sweep"] == sweep].assign(epsilon_spent=lambda d: d["epsilon_spent"].replace(np.inf, np.nan))
@@ -268,12 +272,41 @@ def empirical_epsilon(runs: pd.DataFrame, path: Path) -> Path:
             if column in part and part[column].notna().any():
                 _errorbar_by_budget(ax, axis, part, column, _series_label(sweeps, sweep, name), color=colour,
                                     **_series_style(i))
+    return _save_epsilon_plot(fig, ax, axis, "Empirical lower bounds vs the accountant's ε (∞ for non-private runs: not drawn)", path)
+
+
+def _save_epsilon_plot(fig, ax, axis: "EpsilonAxis", title: str, path: Path) -> Path:
+    """Finish and save a plot of ε (symlog) against the target budget."""
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylabel("ε (symlog scale)")
-    ax.set_title("Empirical lower bounds vs the accountant's ε (∞ for non-private runs: not drawn)")
+    ax.set_title(title)
     axis.style(ax, "target privacy budget ε (log scale)")
     _legend(ax)
     return _save(fig, path)
+
+
+def whitebox(runs: pd.DataFrame, bounds: list[tuple[str, str, str]], path: Path) -> Path:
+    """The white-box audit's ε lower bounds (each analysis and observation) against the accountant's
+    ε, with the ceiling each analysis reaches on the idealised mechanism.
+
+    ``runs``: one row per run with sweep, epsilon, epsilon_spent and the columns of ``bounds``:
+    (bound column, ceiling column, label), e.g. whitebox_all_iterates_fdp_dpsgd_epsilon_lb.
+    """
+    axis = EpsilonAxis(runs["epsilon"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    sweeps = list(dict.fromkeys(runs["sweep"]))
+    for i, sweep in enumerate(sweeps):
+        part = runs[runs["sweep"] == sweep].assign(epsilon_spent=lambda d: d["epsilon_spent"].replace(np.inf, np.nan))
+        _errorbar_by_budget(ax, axis, part, "epsilon_spent", _series_label(sweeps, sweep, "accountant ε (upper bound)"),
+                            color="black", **_series_style(i))
+        for j, (bound, ceiling, label) in enumerate(bounds):
+            colour = plt.cm.tab10(j % 10)
+            if bound in part and part[bound].notna().any():
+                _errorbar_by_budget(ax, axis, part, bound, _series_label(sweeps, sweep, label), color=colour, **_series_style(i))
+            if ceiling in part and part[ceiling].notna().any():
+                _errorbar_by_budget(ax, axis, part, ceiling, _series_label(sweeps, sweep, f"ceiling, {label}"), color=colour,
+                                    linestyle=":", marker="x", alpha=0.7)
+    return _save_epsilon_plot(fig, ax, axis, "White-box audit: empirical ε vs the accountant's ε and the idealised ceiling", path)
 
 
 # ----------------------------------------------------------------------------- reconstruction

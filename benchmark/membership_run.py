@@ -94,7 +94,7 @@ class MembershipProtocol:
         return out
 
     def finish(self) -> dict:
-        self.ctx.writer.write_parquet("membership_scores.parquet", scores_table(self.pool, self.scores))
+        self.ctx.writer.write_parquet("membership_scores.parquet", scores_table(self.pool, self.scores, self.ctx.ds.train_groups))
         pool = self.pool
         return {"num_models": self.m, "queries": self.queries, "pool": "training set",
                 "population": f"{self.population} split ({len(pool.population_labels)} images)",
@@ -103,8 +103,9 @@ class MembershipProtocol:
                 "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)), "pool_wall_time_s": pool.wall_time_s}
 
 
-def scores_table(pool: PoolResult, scores: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Per-sample scores, one row per (target model, sample): saved as Parquet with the run."""
+def scores_table(pool: PoolResult, scores: dict[str, np.ndarray], groups: np.ndarray | None = None) -> pd.DataFrame:
+    """Per-sample scores, one row per (target model, sample): saved as Parquet with the run
+    (with each image's subgroup, e.g. "rare finding", where the dataset names one)."""
     m, n = pool.member.shape
     df = pd.DataFrame({
         "target_model": np.repeat(np.arange(m), n),
@@ -112,6 +113,8 @@ def scores_table(pool: PoolResult, scores: dict[str, np.ndarray]) -> pd.DataFram
         "label": np.tile(pool.labels, m),
         "member": pool.member.ravel(),
     })
+    if groups is not None:
+        df["group"] = np.tile(np.asarray(groups, dtype=str), m)
     for name, s in scores.items():
         df[f"score_{name}"] = s.ravel().astype(np.float64)
     return df

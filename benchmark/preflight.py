@@ -11,6 +11,7 @@ benchmark/validate.py. The first problem becomes one line: what is wrong and wha
 from __future__ import annotations
 
 import itertools
+import math
 import re
 
 from omegaconf import OmegaConf
@@ -101,6 +102,20 @@ def _sweep_points(overrides: list[str], config_params: dict) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)] if axes else [[]]
 
 
+_NUMBER = re.compile(r"[+-]?(?:\d[\d_]*\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def check_overflow(overrides: list[str]) -> None:
+    """A number written on the command line that overflows a float (``1e400``) would be read as ∞,
+    which for privacy.epsilon means a run without DP: refuse it (``inf`` is the one spelling of ∞)."""
+    for override in overrides:
+        key, _, value = override.partition("=")
+        for literal in re.split(r"[\[\],\s]+", value):
+            if _NUMBER.fullmatch(literal) and math.isinf(float(literal.replace("_", ""))):
+                raise ConfigError(f"{key.lstrip('+~')}={literal} overflows to infinity; use a finite number"
+                                  f"{' (or inf for a non-private run)' if key.endswith('epsilon') else ''}")
+
+
 def _training_size(cfg, cache: dict) -> int:
     from medprivbench.datasets import load_dataset
 
@@ -126,6 +141,7 @@ def preflight(argv: list[str], config_dir: str) -> int:
         return 0
     overrides = [a for a in argv if not a.startswith("-")]
     job_overrides = [o for o in overrides if not re.match(r"^[+~]*hydra[./]", o)]
+    check_overflow(overrides)  # on the text as typed: Hydra's parser has already turned 1e400 into inf
     register_configs()
     GlobalHydra.instance().clear()
     sizes: dict = {}

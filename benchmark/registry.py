@@ -57,6 +57,9 @@ class AttackSpec:
     check_data: Callable[[Any, Any, int], None] = _no_check  # (settings, cfg, n_train)
     lower_bounds: Callable[[Any], int] = lambda settings: 0  # ε lower bounds it computes (they share α)
     checkpoints: Callable[[Any], int] = lambda settings: 0  # model states of the target's training it needs
+    # something that joins the target's training (gradient canaries): instrument(ctx, settings),
+    # built before the target trains and found by ``run`` in ``ctx.instruments[name]``
+    instrument: Callable[[Any, Any], Any] | None = None
     # the schema's instance whose values are the attack's defaults, where they differ from the
     # schema's own (a variant such as DLG: the gradient-inversion schema with Zhu et al.'s settings)
     defaults: Any = None

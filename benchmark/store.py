@@ -223,6 +223,12 @@ def validate_run(run_dir: Path, *, check_hashes: bool = True) -> str | None:
             return f"{rel} has {p.stat().st_size} bytes, the manifest says {meta.get('bytes')} (truncated?)"
         if check_hashes and sha256_file(p) != meta.get("sha256"):
             return f"{rel} does not match its checksum"
+    try:  # a record whose checksums match but which does not parse is damage too
+        record = json.loads((run_dir / METRICS).read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"{METRICS} does not parse ({type(exc).__name__})"
+    if not isinstance(record, dict) or not isinstance(record.get("summary"), dict) or "schema" not in record:
+        return f"{METRICS} is not a run record (no schema or summary)"
     return None
 
 

@@ -37,7 +37,7 @@ import torch
 # views). Protocols: ``membership`` (who is in which pool model), ``canaries`` (which canaries are
 # included, and which images become canaries). Attacks: ``attack`` (the attack's own randomness:
 # images chosen, restarts, bootstrap), ``client_noise`` (the simulated client's DP noise).
-PURPOSES = ("init", "sampling", "noise", "augmentation", "membership", "canaries", "attack", "client_noise", "statistics")
+PURPOSES = ("init", "sampling", "noise", "augmentation", "membership", "canaries", "canary_noise", "attack", "client_noise", "statistics")
 _MAX_SEED = 2**63
 
 

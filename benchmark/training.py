@@ -26,12 +26,16 @@ import torch
 import torch.nn as nn
 
 from .config import is_private
-from .errors import ConfigError
 from .models import split_frozen
 from .privacy import NoiseSolution, epsilon_spent, solve_noise_multiplier
+from .canaries import GradientCanaries
 from .streams import Streams
 
-OPTIMIZERS = ("sgd", "adam", "nadam")
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "sgd": lambda params, hp: torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]),
+    "adam": lambda params, hp: torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"]),
+    "nadam": lambda params, hp: torch.optim.NAdam(params, lr=hp["lr"], weight_decay=hp["weight_decay"]),
+}
 LR_SCHEDULES = ("constant", "cosine")
 AUGMENTATIONS = ("shift", "hflip")
 # Settings of train/ that shape one training run (``nonprivate`` may override any of them).
@@ -134,14 +138,7 @@ def effective_train(train_cfg, epsilon: float) -> dict:
 
 
 def _optimizer(params, hp: dict) -> torch.optim.Optimizer:
-    name = hp["optimizer"]
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"])
-    if name == "adam":
-        return torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    if name == "nadam":
-        return torch.optim.NAdam(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
-    raise ConfigError(f"train.optimizer={name!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[hp["optimizer"]](params, hp)
 
 
 def augment(x: torch.Tensor, names: list[str], generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
@@ -171,13 +168,6 @@ class Augmentation:
     """
 
     def __init__(self, k: int, names: list[str], generator: torch.Generator):
-        bad = [n for n in names if n not in AUGMENTATIONS]
-        if bad:
-            raise ConfigError(f"train.augmentations={names} is not valid; choose from {', '.join(AUGMENTATIONS)}")
-        if k < 0:
-            raise ConfigError(f"train.augmult={k} is not valid; use 0 (off) or the number of views per image")
-        if k > 0 and not names:
-            raise ConfigError(f"train.augmult={k} needs at least one of train.augmentations ({', '.join(AUGMENTATIONS)})")
         self.k, self.names, self.generator = k, names, generator
 
     @property
@@ -237,18 +227,30 @@ class PoissonBatches:
     """Poisson sampling, as DP-SGD's accountant assumes: at each step every one of the ``n``
     examples joins the batch independently with probability q. One pass = ``steps`` steps
     exactly (Opacus' own sampler runs ``int(1/q)`` steps, one fewer than k when 1/k rounds down).
+
+    ``extra`` rows (gradient canaries) are drawn by the same rule at the same q from a generator of
+    their own and appended as indices n, n + 1, …: the real examples' draws are those of a run
+    without them. ``None`` generators draw from the operating system (``privacy.secure_rng``).
     """
 
-    def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator | None):
+    def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator | None,
+                 extra: int = 0, extra_generator: torch.Generator | None = None):
         self.n, self.sample_rate, self.steps, self.generator = n, sample_rate, steps, generator
+        self.extra, self.extra_generator = extra, extra_generator
 
     def __len__(self) -> int:
         return self.steps
 
+    def _draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
+        uniform = secure_uniform(n) if generator is None else torch.rand(n, generator=generator)
+        return torch.nonzero(uniform < self.sample_rate).reshape(-1)
+
     def __iter__(self):
         for _ in range(self.steps):
-            uniform = secure_uniform(self.n) if self.generator is None else torch.rand(self.n, generator=self.generator)
-            yield torch.nonzero(uniform < self.sample_rate).reshape(-1)
+            idx = self._draw(self.n, self.generator)
+            if self.extra:
+                idx = torch.cat([idx, self.n + self._draw(self.extra, self.extra_generator)])
+            yield idx
 
 
 class ShuffledBatches:
@@ -266,64 +268,117 @@ class ShuffledBatches:
 
 @dataclass
 class _Engine:
-    """What one training run steps with: the module that computes the loss, its optimiser,
-    criterion and batches, and how to take a step on an empty Poisson draw."""
+    """One training run's machinery: the module that computes the loss, its optimiser, criterion
+    and batches, the data, and optional gradient canaries (benchmark/canaries.py)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     criterion: Callable
     batches: PoissonBatches | ShuffledBatches
+    x: torch.Tensor
+    y: torch.Tensor
+    params: list[nn.Parameter]
+    aug: Augmentation
+    plain: nn.Module
+    device: torch.device
     private: bool
     ghost: bool = False
+    canaries: GradientCanaries | None = None
+    canary_sampler: torch.Generator | None = None  # non-private runs: the canaries' own Poisson draws
+    sample_rate: float = 0.0
 
-    def empty_step(self, params: list[nn.Parameter]) -> None:
-        """A DP-SGD step on an empty batch: no example, so a zero clipped sum, but the noise is added
-        and the step counted, as Poisson sampling's analysis requires."""
+    def step(self, idx: torch.Tensor) -> tuple[float, int]:
+        """One optimiser step on the drawn rows; returns (sum of the real examples' losses, their number)."""
+        canary = None
+        if self.canaries is not None and self.private:
+            idx, canary = self.canaries.split(idx, len(self.x))
         self.optimizer.zero_grad(set_to_none=True)
-        for p in params:
-            if self.ghost:
-                p.grad = torch.zeros_like(p)
-            else:
-                p.grad_sample = p.new_zeros((0, *p.shape))
-        self.optimizer.step()
+        loss = 0.0
+        if len(idx):
+            loss = self._backward(idx)
+        elif self.private:  # an empty Poisson draw: no example, a zero clipped sum, but noise all the same
+            for p in self.params:
+                if self.ghost:
+                    p.grad = torch.zeros_like(p)
+                else:
+                    p.grad_sample = p.new_zeros((0, *p.shape))
+        if canary is not None:
+            self.canaries.append_rows(self.params, canary)
+        if self.private or len(idx):
+            self.optimizer.step()
+        if canary is not None:
+            self.canaries.observe(self.optimizer)
+        elif self.canaries is not None:  # no DP: the auditor sees exactly which canaries were sampled
+            drawn = torch.rand(self.canaries.n_rows, generator=self.canary_sampler) < self.sample_rate
+            self.canaries.observe_plain(self.canaries.ids[drawn])
+        return loss * len(idx), len(idx)
+
+    def _backward(self, idx: torch.Tensor) -> float:
+        xb, yb = self.x[idx].to(self.device, non_blocking=True), self.y[idx].to(self.device, non_blocking=True)
+        inputs, targets = self.aug.views(xb, yb) if self.aug.active else (xb, yb)
+        loss = self.criterion(self.model(inputs), targets)
+        loss.backward()
+        if self.aug.active and self.private:
+            self.aug.average_grad_samples(self.plain)
+        return float(loss.detach())
 
 
-def _private_engine(model, optimizer, criterion, n: int, recipe: DPRecipe, grad_sample_mode: str,
-                    streams: Streams, device) -> _Engine:
-    """Opacus' DP-SGD on ``model``: per-sample clipping at C, noise σ·C, sum / expected batch size."""
+def _private_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, grad_sample_mode: str, streams: Streams, device,
+                    canaries: GradientCanaries | None) -> _Engine:
+    """Opacus' DP-SGD on ``plain``: per-sample clipping at C, noise σ·C, sum / expected batch size.
+
+    Canaries are extra rows of the Poisson-sampled set; the expected batch size that Opacus divides
+    by stays that of the real examples, int(N·q), as in a run without them.
+    """
     from opacus import PrivacyEngine
 
-    batches = PoissonBatches(n, recipe.sample_rate, recipe.steps_per_epoch,
-                             None if recipe.secure_rng else streams.torch("sampling"))
+    n = len(x)
+    extra = canaries.n_rows if canaries is not None else 0
+    seeded = not recipe.secure_rng
+    batches = PoissonBatches(n, recipe.sample_rate, recipe.steps_per_epoch, streams.torch("sampling") if seeded else None,
+                             extra, streams.torch("canaries") if seeded and extra else None)
     # Opacus reads q = 1/len(loader) and the expected batch size int(n·q) from the loader; batches
     # are drawn by ``batches`` above, never by this loader.
     stand_in = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(n)), batch_sampler=batches)
+    criterion: Callable = nn.CrossEntropyLoss()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus' reminder that its RNG is not cryptographic
         engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: ε comes from privacy.py
         prepared = engine.make_private(
-            module=model, optimizer=optimizer, data_loader=stand_in, criterion=criterion,
+            module=plain, optimizer=optimizer, data_loader=stand_in, criterion=criterion,
             noise_multiplier=recipe.noise_multiplier, max_grad_norm=recipe.max_grad_norm,
             poisson_sampling=False, grad_sample_mode=grad_sample_mode,
             noise_generator=None if recipe.secure_rng else streams.torch("noise", device),
         )
     ghost = grad_sample_mode == "ghost"
-    model, optimizer = prepared[0], prepared[1]
-    criterion = prepared[2] if ghost else criterion
-    if recipe.secure_rng:
-        _use_secure_noise(optimizer)
-    return _Engine(model, optimizer, criterion, batches, private=True, ghost=ghost)
+    model, dp_optimizer = prepared[0], prepared[1]
+    params = [p for p in plain.parameters() if p.requires_grad]
+    if canaries is not None:
+        canaries.weight.data = canaries.weight.data.to(device)
+        canaries.attach(dp_optimizer.original_optimizer)
+        params = params + [canaries.weight]
+    if recipe.secure_rng or canaries is not None:
+        own = {id(canaries.weight): streams.torch("canary_noise", device)} if canaries is not None and seeded else {}
+        _set_noise(dp_optimizer, secure=recipe.secure_rng, own=own)
+    return _Engine(model, dp_optimizer, prepared[2] if ghost else criterion, batches, x, y, params, aug, plain,
+                   torch.device(device), private=True, ghost=ghost, canaries=canaries)
 
 
-def _use_secure_noise(optimizer) -> None:
-    """Replace the optimiser's noise by :func:`secure_gaussian` (Opacus' secure mode needs torchcsprng)."""
-    from opacus.optimizers.optimizer import _check_processed_flag, _mark_as_processed
+def _set_noise(optimizer, *, secure: bool, own: dict[int, torch.Generator]) -> None:
+    """Replace the optimiser's noise step (Opacus' loop, same σ·C): :func:`secure_gaussian` for
+    secure runs (Opacus' secure mode needs torchcsprng), and for the parameters in ``own`` (by id:
+    the canaries' block) a generator of their own, so that they draw nothing from the classifier's
+    noise stream and the classifier's run is the same with or without an audit."""
+    from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
 
     def add_noise(self) -> None:
+        std = self.noise_multiplier * self.max_grad_norm
         for p in self.params:
             _check_processed_flag(p.summed_grad)
-            noise = secure_gaussian(p.summed_grad.shape, self.noise_multiplier * self.max_grad_norm,
-                                    p.summed_grad.dtype, p.summed_grad.device)
+            if secure:
+                noise = secure_gaussian(p.summed_grad.shape, std, p.summed_grad.dtype, p.summed_grad.device)
+            else:
+                noise = _generate_noise(std=std, reference=p.summed_grad, generator=own.get(id(p), self.generator))
             p.grad = (p.summed_grad + noise).view_as(p)
             _mark_as_processed(p.summed_grad)
 
@@ -343,20 +398,20 @@ def train(
     progress: Callable | None = None,
     n_checkpoints: int = 0,
     features: torch.Tensor | None = None,
+    canaries: GradientCanaries | None = None,
 ) -> TrainResult:
     """Train ``model`` on (x, y) with ``recipe``; ``hp`` are the settings of ``effective_train``.
 
-    ``recipe.sample_rate`` and ``recipe.steps`` are used as given, so a shadow model trained on a
-    smaller member set with the target's recipe keeps the target's q, T and σ; exactly
-    ``recipe.steps`` steps are taken. ``streams`` are the model's random streams
-    (benchmark/streams.py): Poisson masks (or the shuffle), noise and augmentation each draw from
-    their own, and none of them from the stream that drew the initial weights.
+    ``recipe.sample_rate`` and ``recipe.steps`` are used as given (a shadow model trained on a
+    smaller member set keeps the target's q, T and σ); exactly ``recipe.steps`` steps are taken.
+    ``streams`` are the model's random streams (benchmark/streams.py): Poisson masks (or the
+    shuffle), noise and augmentation each draw from their own, none from the initial weights'.
     ``n_checkpoints`` > 0 keeps that many copies of the weights, evenly spaced over the steps from
     the initial state on (the model states an informed adversary knows, attacks/prior_aware.py).
-    ``hp["ema_decay"]`` keeps an exponential moving average of the weights (post-processing of
-    the DP iterates, so it costs no privacy) and returns it as the model.
-    A model with fixed ``frozen_features`` (benchmark/models.py) trains only its head, on features
-    of ``x`` computed once; pass ``features`` when they are already known (e.g. for shadow models).
+    ``hp["ema_decay"]`` returns an exponential moving average of the weights (post-processing, free
+    under DP). A model with fixed ``frozen_features`` trains only its head, on features of ``x``
+    computed once (pass ``features`` when already known). ``canaries`` join the run as gradient
+    canaries and record what the auditor observes (benchmark/canaries.py).
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -369,53 +424,32 @@ def train(
     aug = Augmentation(int(hp.get("augmult") or 0), list(hp.get("augmentations") or []), streams.torch("augmentation"))
     ema = AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(float(hp["ema_decay"]))) if hp.get("ema_decay") else None
     optimizer = _optimizer(plain.parameters(), hp)
-    criterion: Callable = nn.CrossEntropyLoss()
     if recipe.private:
-        run = _private_engine(plain, optimizer, criterion, len(x), recipe, grad_sample_mode, streams, device)
+        run = _private_engine(plain, optimizer, x, y, aug, recipe, grad_sample_mode, streams, device, canaries)
     else:
-        run = _Engine(plain, optimizer, criterion, ShuffledBatches(len(x), recipe.steps_per_epoch, streams.torch("sampling")),
-                      private=False)
-    params = [p for p in plain.parameters() if p.requires_grad]
-    epochs = recipe.steps // recipe.steps_per_epoch
+        run = _Engine(plain, optimizer, nn.CrossEntropyLoss(), ShuffledBatches(len(x), recipe.steps_per_epoch, streams.torch("sampling")),
+                      x, y, [], aug, plain, device, private=False, canaries=canaries, sample_rate=recipe.sample_rate,
+                      canary_sampler=streams.torch("canaries") if canaries is not None else None)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=recipe.steps) if hp["lr_schedule"] == "cosine" else None
     at = set(np.linspace(0, recipe.steps, n_checkpoints, endpoint=False).round().astype(int)) if n_checkpoints else set()
-    snapshots: list[dict] = []
-    losses: list[float] = []
-    steps = samples = empty = 0
-    start = time.perf_counter()
+    log = _Log(full, at)
     with warnings.catch_warnings():
         # torch's note that the first layer's input needs no gradient does not apply here
         warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        for epoch in range(epochs):
-            running, count = 0.0, 0
+        for epoch in range(recipe.steps // recipe.steps_per_epoch):
             for idx in run.batches:
-                if steps in at:
-                    snapshots.append({k: v.detach().cpu().clone() for k, v in full.state_dict().items()})
-                if len(idx):
-                    loss = _step(run, aug, x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True), plain)
-                    running += loss * len(idx)
-                    count += len(idx)
-                else:  # only a Poisson draw can be empty
-                    run.empty_step(params)
-                    empty += 1
+                log.before_step()
+                log.after_step(*run.step(idx), drawn=len(idx))
                 if scheduler is not None:
                     scheduler.step()
                 if ema is not None:
                     ema.update_parameters(plain)
-                steps += 1
-                samples += len(idx)
-            losses.append(running / max(count, 1))
-            if not math.isfinite(losses[-1]):
-                raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {losses[-1]}); lower train.lr")
-            if progress is not None:
-                progress(epoch + 1, epochs, losses[-1])
-    wall = time.perf_counter() - start
-    if steps != recipe.steps:
-        raise RuntimeError(f"training took {steps} steps but the recipe (and its accounting) has T = {recipe.steps}")
-
+            log.end_epoch(epoch, recipe.steps // recipe.steps_per_epoch, progress)
+    if log.steps != recipe.steps:
+        raise RuntimeError(f"training took {log.steps} steps but the recipe (and its accounting) has T = {recipe.steps}")
     spent = math.inf
     if recipe.private:
-        spent = epsilon_spent(recipe.noise_multiplier, recipe.sample_rate, steps, recipe.delta, recipe.accountant)
+        spent = epsilon_spent(recipe.noise_multiplier, recipe.sample_rate, log.steps, recipe.delta, recipe.accountant)
         if hasattr(run.model, "_close"):
             run.model._close()  # remove Opacus hooks so the plain module can be reused
     if ema is not None:
@@ -424,22 +458,44 @@ def train(
         else:
             full = ema.module
     full.eval()
-    return TrainResult(
-        model=full, recipe=recipe, epsilon_spent=spent, steps_taken=steps, wall_time_s=wall,
-        samples_per_s=samples / max(wall, 1e-9), loss_history=losses, checkpoints=snapshots, empty_batches=empty,
-    )
+    return log.result(full, recipe, spent)
 
 
-def _step(run: _Engine, aug: Augmentation, xb: torch.Tensor, yb: torch.Tensor, plain: nn.Module) -> float:
-    """One optimiser step on a non-empty batch; returns the batch's mean loss."""
-    inputs, targets = aug.views(xb, yb) if aug.active else (xb, yb)
-    run.optimizer.zero_grad(set_to_none=True)
-    loss = run.criterion(run.model(inputs), targets)
-    loss.backward()
-    if aug.active and run.private:
-        aug.average_grad_samples(plain)
-    run.optimizer.step()
-    return float(loss.detach())
+class _Log:
+    """Steps, samples, losses, empty draws and checkpoints of one training run."""
+
+    def __init__(self, full: nn.Module, checkpoint_steps: set):
+        self.full, self.at = full, checkpoint_steps
+        self.snapshots: list[dict] = []
+        self.losses: list[float] = []
+        self.steps = self.samples = self.empty = 0
+        self.running, self.count = 0.0, 0
+        self.start = time.perf_counter()
+
+    def before_step(self) -> None:
+        if self.steps in self.at:
+            self.snapshots.append({k: v.detach().cpu().clone() for k, v in self.full.state_dict().items()})
+
+    def after_step(self, loss_sum: float, n_real: int, drawn: int) -> None:
+        self.running += loss_sum
+        self.count += n_real
+        self.empty += drawn == 0
+        self.samples += n_real
+        self.steps += 1
+
+    def end_epoch(self, epoch: int, epochs: int, progress: Callable | None) -> None:
+        self.losses.append(self.running / max(self.count, 1))
+        self.running, self.count = 0.0, 0
+        if not math.isfinite(self.losses[-1]):
+            raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss {self.losses[-1]}); lower train.lr")
+        if progress is not None:
+            progress(epoch + 1, epochs, self.losses[-1])
+
+    def result(self, model: nn.Module, recipe: DPRecipe, spent: float) -> TrainResult:
+        wall = time.perf_counter() - self.start
+        return TrainResult(model=model, recipe=recipe, epsilon_spent=spent, steps_taken=self.steps, wall_time_s=wall,
+                           samples_per_s=self.samples / max(wall, 1e-9), loss_history=self.losses,
+                           checkpoints=self.snapshots, empty_batches=self.empty)
 
 
 @torch.no_grad()

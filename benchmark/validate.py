@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import fields
 
-from omegaconf import OmegaConf
 
 from . import registry
 from .config import is_private
@@ -46,8 +44,18 @@ def safe_name(value: str, what: str) -> str:
 
 
 def check_device(name: str) -> None:
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(name)):
+    """The device's spelling, and that it exists here (checked before any job starts)."""
+    match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", str(name))
+    if not match:
         raise ConfigError(f"device={name!r} is not valid; use auto, cpu, cuda or cuda:N")
+    if str(name).startswith("cuda"):
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(match.group(1) or 0)
+        if index >= count:
+            where = f"GPUs 0–{count - 1}" if count else "no GPU"
+            raise ConfigError(f"device={name!r} is not available: this machine has {where}; use auto or cpu")
 
 
 def validate_config(cfg) -> None:
@@ -65,6 +73,9 @@ def validate_config(cfg) -> None:
         _positive(cfg.dataset.max_train, "dataset.max_train", integer=True)
     for key in ("n_train", "n_test", "size"):
         _positive(cfg.dataset[key], f"dataset.{key}", integer=True)
+    for key in ("label_noise", "rare_fraction"):
+        if not 0 <= _number(cfg.dataset[key], f"dataset.{key}") < 1:
+            raise ConfigError(f"dataset.{key}={cfg.dataset[key]!r} is not valid; use a share in [0, 1), e.g. 0.03")
     eps = _number(cfg.privacy.epsilon, "privacy.epsilon")
     if not eps > 0:
         raise ConfigError(f"privacy.epsilon={cfg.privacy.epsilon!r} is not valid; use a positive number, or inf for non-private")
@@ -100,6 +111,8 @@ def validate_config(cfg) -> None:
     bad = [a for a in cfg.train.augmentations if a not in AUGMENTATIONS]
     if bad:
         raise ConfigError(f"train.augmentations={list(cfg.train.augmentations)} is not valid; choose from {', '.join(AUGMENTATIONS)}")
+    if augmult > 0 and not list(cfg.train.augmentations):
+        raise ConfigError(f"train.augmult={augmult} needs at least one of train.augmentations ({', '.join(AUGMENTATIONS)})")
     if FROZEN_FEATURES.get(cfg.model.name) and any(
             (v or 0) > 0 for v in (augmult, cfg.train.nonprivate.get("augmult"))):
         raise ConfigError(f"train.augmult is not available for model={cfg.model.name} (its features are fixed and computed "
@@ -122,6 +135,9 @@ def validate_config(cfg) -> None:
 
     report_options(cfg.get("report"))
     safe_name(cfg.name, "name")
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
     check_device(cfg.device)
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")

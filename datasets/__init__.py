@@ -8,7 +8,6 @@ training split is taken (``max_train``).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +31,7 @@ def _stratified_subset(ds: ImageDataset, max_train: int, seed: int) -> ImageData
         idx = np.flatnonzero(ds.train_y == label)
         n = max(1, int(round(max_train * len(idx) / ds.n_train)))
         keep.append(rng.choice(idx, size=min(n, len(idx)), replace=False))
-    keep = np.sort(np.concatenate(keep))
-    return replace(ds, train_x=ds.train_x[keep], train_y=ds.train_y[keep])
+    return ds.train_subset(np.sort(np.concatenate(keep)))
 
 
 def load_dataset(cfg) -> ImageDataset:
@@ -41,7 +39,7 @@ def load_dataset(cfg) -> ImageDataset:
     if name == "synthetic":
         ds = load_synthetic(
             n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.generator_seed,
-            image_size=cfg.size, label_noise=cfg.label_noise,
+            image_size=cfg.size, label_noise=cfg.label_noise, rare_fraction=cfg.rare_fraction,
         )
     elif name == "imagefolder":
         ds = load_imagefolder(

@@ -66,10 +66,17 @@ class ImageDataset:
     info: DatasetInfo
     val_x: np.ndarray | None = None
     val_y: np.ndarray | None = None
+    # a subgroup name per training image where the loader knows one (e.g. "rare finding"), else None
+    train_groups: np.ndarray | None = None
 
     @property
     def n_train(self) -> int:
         return len(self.train_y)
+
+    def train_subset(self, keep: np.ndarray) -> ImageDataset:
+        """The same dataset with only the training images ``keep`` (a mask or indices)."""
+        groups = None if self.train_groups is None else self.train_groups[keep]
+        return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep], train_groups=groups)
 
     def summary(self) -> str:
         counts = np.bincount(self.train_y, minlength=self.info.n_classes)
@@ -167,9 +174,7 @@ def drop_duplicates(ds: ImageDataset) -> ImageDataset:
     test_mask = keep_mask(ds.test_x, "test_in_train_or_val", dedupe_inside=False)
     info = replace(ds.info, duplicates_dropped=dropped)
     return replace(
-        ds,
-        train_x=ds.train_x[train_mask],
-        train_y=ds.train_y[train_mask],
+        ds.train_subset(train_mask),
         test_x=ds.test_x[test_mask],
         test_y=ds.test_y[test_mask],
         val_x=val_x,

@@ -93,7 +93,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in _KEYS}
     except DataError:
         raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise DataError(f"{path}: holds Python objects (object arrays); refusing to unpickle, "
+                            "save the arrays as plain numbers") from exc
+        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); download it again") from exc
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
         raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); download it again") from exc
 
 

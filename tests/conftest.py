@@ -9,6 +9,15 @@ from pathlib import Path
 
 import pytest
 
+# Under pytest-xdist (``make test`` runs two workers) each worker, and every command it starts,
+# uses one thread: two workers of two threads each on two cores slow each other down several-fold.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDPRIVBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
@@ -16,7 +25,7 @@ SHARED_DATA = Path(os.environ.get("MEDPRIVBENCH_SHARED_DATA", REPO.parent / "sha
 # offline LiRA on four models.
 TINY = [
     "dataset.n_train=300", "dataset.n_val=100", "dataset.n_test=200",
-    "train.epochs=2", "train.batch_size=64", "train.nonprivate.batch_size=64", "progress=off",
+    "train.epochs=2", "train.batch_size=64", "train.nonprivate.batch_size=64", "train.nonprivate.epochs=null", "progress=off",
     "attack=[loss,lira]", "attack.lira.online=false", "membership.num_models=4",
 ]
 

@@ -11,14 +11,10 @@ from scipy.special import softmax
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from medprivbench.attacks.membership import (
-    ATTACKS,
-    lira_attack,
-    logit_confidence,
-    loss_attack,
-    rmia_attack,
-    score_all_targets,
-)
+from medprivbench.attacks.lira import lira_attack
+from medprivbench.attacks.membership import ATTACKS, loss_attack, score_all_targets
+from medprivbench.attacks.membership_signals import logit_confidence
+from medprivbench.attacks.rmia import rmia_attack
 
 
 def binary_logits(phi: np.ndarray) -> np.ndarray:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import time
+from itertools import combinations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from medprivbench.attacks.mia_metrics import _ranked_blocks, _weighted_roc_summary, roc_metrics
+from medprivbench.attacks.mia_metrics import _ranked_blocks, _weighted_roc_summary, per_sample_auc, roc_metrics
 
 
 def brute_force_rates(scores: np.ndarray, is_member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,3 +191,39 @@ def test_cluster_bootstrap_intervals_are_wider_and_contain_the_estimate():
     assert wide["auc_ci"][1] - wide["auc_ci"][0] > 1.5 * (narrow["auc_ci"][1] - narrow["auc_ci"][0])
     with pytest.raises(ValueError, match="clusters"):
         roc_metrics(scores.ravel(), member.ravel(), clusters=(np.zeros(3), np.zeros(3)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-sample AUC (one image's scores over the models of the LiRA protocol)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_per_sample_auc_matches_pairwise_counting():
+    rng = np.random.default_rng(3)
+    m, n = 6, 30
+    member = rng.random((m, n)) < 0.5
+    member[0], member[1] = True, False  # every image both in and out somewhere
+    score = np.round(rng.normal(size=(m, n)) + member, 1)  # rounded: ties happen
+    labels = rng.integers(0, 3, n)
+    order = rng.permutation(m * n)  # the saved table's row order must not matter
+    scores = pd.DataFrame({"target_model": np.repeat(np.arange(m), n), "sample": np.tile(np.arange(n), m),
+                           "label": np.tile(labels, m), "member": member.ravel(), "score_x": score.ravel()}).iloc[order]
+    got = per_sample_auc(scores, "score_x").set_index("sample")
+    assert list(got.index) == list(range(n))
+    for j in range(n):
+        inside, outside = score[member[:, j], j], score[~member[:, j], j]
+        pairs = [(a > b) + 0.5 * (a == b) for a in inside for b in outside]
+        assert got.loc[j, "auc"] == pytest.approx(np.mean(pairs))
+        assert got.loc[j, "gap"] == pytest.approx(inside.mean() - outside.mean())
+        assert (got.loc[j, "n_in"], got.loc[j, "n_out"], got.loc[j, "label"]) == (len(inside), len(outside), labels[j])
+        # every way of choosing which n_in of the m models had the image: one puts all 'in' scores on top
+        assert got.loc[j, "p_perfect"] == pytest.approx(1 / len(list(combinations(range(m), len(inside)))))
+
+
+def test_per_sample_auc_of_an_image_never_out_is_undefined_and_a_missing_column_is_rejected():
+    scores = pd.DataFrame({"target_model": [0, 1, 0, 1], "sample": [0, 0, 1, 1], "label": 0,
+                           "member": [True, True, True, False], "score_x": [1.0, 2.0, 3.0, 0.0]})
+    got = per_sample_auc(scores, "score_x").set_index("sample")
+    assert math.isnan(got.loc[0, "auc"]) and got.loc[1, "auc"] == 1.0 and got.loc[1, "p_perfect"] == 0.5
+    with pytest.raises(ValueError, match="score_y"):
+        per_sample_auc(scores, "score_y")

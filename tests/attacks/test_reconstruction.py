@@ -9,53 +9,35 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
+from medprivbench.attacks.client_update import (
+    ClientUpdate,
+    clip_factors,
+    dp_sgd_update,
+    per_sample_gradients,
+    simulate_client_update,
+    trainable_parameters,
+)
 from medprivbench.attacks.image_metrics import psnr
+from medprivbench.attacks.label_recovery import recover_labels
 from medprivbench.attacks.reconstruction import (
     DLG_2019,
     FAST,
     GEIPING_2020,
-    ClientUpdate,
     InversionConfig,
-    clip_factors,
     cosine_distance,
-    dp_sgd_update,
     invert_gradients,
     l2_distance,
-    per_sample_gradients,
-    recover_labels,
     run_gradient_inversion,
-    simulate_client_update,
     total_variation,
-    trainable_parameters,
 )
-from medprivbench.benchmark.config import ModelConfig
-from medprivbench.benchmark.models import build_model
-from medprivbench.datasets.synthetic import generate_images
 from tests.conftest import shared_file
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Inversion of small models is many tiny ops: one thread is several times faster on shared cores."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
+# the default CNN (``make_cnn``), the synthetic batches (``make_images``) and ``one_thread``: tests/attacks/conftest.py
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Light, reliable inversion settings for a small smooth network (a few seconds on one core).
 LIGHT = replace(FAST, iterations=300, lr=0.03, tv_weight=0.0)
-
-
-def _images(n: int, seed: int, size: int = 28) -> tuple[torch.Tensor, torch.Tensor]:
-    x, y = generate_images(n, seed=seed, size=size)
-    return torch.tensor(x, dtype=torch.float32).unsqueeze(1) / 255.0, torch.tensor(y)
-
-
-def _default_cnn(seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    return build_model(OmegaConf.structured(ModelConfig()), in_channels=1, n_classes=2, image_size=28)
 
 
 def _smooth_net(seed: int = 0, *, activation=nn.Tanh, head_bias: bool = True, size: int = 16) -> nn.Module:
@@ -76,26 +58,26 @@ def _mean_gradient(model, images, labels):
 # --------------------------------------------------------------------------------------------
 # The client's DP-SGD update
 # --------------------------------------------------------------------------------------------
-def test_per_sample_gradients_vmap_equals_loop():
-    model = _default_cnn()
-    x, y = _images(4, seed=1)
+def test_per_sample_gradients_vmap_equals_loop(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(4, seed=1)
     vectorised = per_sample_gradients(model, x, y, method="vmap")
     looped = per_sample_gradients(model, x, y, method="loop")
     for a, b in zip(vectorised, looped):
         assert a.shape[0] == 4 and torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
-def test_update_without_noise_or_clipping_is_the_mean_gradient():
-    model = _default_cnn()
-    x, y = _images(6, seed=2)
+def test_update_without_noise_or_clipping_is_the_mean_gradient(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(6, seed=2)
     update = dp_sgd_update(model, x, y, noise_multiplier=0.0, max_grad_norm=math.inf)
     for a, b in zip(update, _mean_gradient(model, x, y)):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
 
 
-def test_clipping_matches_a_brute_force_loop():
-    model = _default_cnn()
-    x, y = _images(5, seed=3)
+def test_clipping_matches_a_brute_force_loop(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(5, seed=3)
     params = [p for _, p in trainable_parameters(model)]
     rows = [torch.autograd.grad(F.cross_entropy(model(x[n : n + 1]), y[n : n + 1]), params) for n in range(5)]
     norms = torch.stack([torch.sqrt(sum(g.pow(2).sum() for g in row)) for row in rows])
@@ -108,9 +90,9 @@ def test_clipping_matches_a_brute_force_loop():
     assert torch.all(clipped <= clip) and torch.isclose(clipped.max(), torch.tensor(clip), rtol=1e-5)
 
 
-def test_noise_has_standard_deviation_sigma_c_over_b():
-    model = _default_cnn()
-    x, y = _images(4, seed=4)
+def test_noise_has_standard_deviation_sigma_c_over_b(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(4, seed=4)
     sigma, clip = 2.0, 0.5
     clean = dp_sgd_update(model, x, y, noise_multiplier=0.0, max_grad_norm=clip)
     noisy = dp_sgd_update(model, x, y, noise_multiplier=sigma, max_grad_norm=clip, generator=torch.Generator().manual_seed(0))
@@ -124,15 +106,15 @@ def test_noise_has_standard_deviation_sigma_c_over_b():
     "sigma, clip, match",
     [(1.0, math.inf, "finite max_grad_norm"), (-0.1, 1.0, "noise_multiplier"), (math.nan, 1.0, "noise_multiplier"), (0.0, 0.0, "max_grad_norm")],
 )
-def test_invalid_dp_parameters_are_rejected(sigma, clip, match):
-    x, y = _images(2, seed=5)
+def test_invalid_dp_parameters_are_rejected(sigma, clip, match, make_images, make_cnn):
+    x, y = make_images(2, seed=5)
     with pytest.raises(ValueError, match=match):
-        dp_sgd_update(_default_cnn(), x, y, noise_multiplier=sigma, max_grad_norm=clip)
+        dp_sgd_update(make_cnn(), x, y, noise_multiplier=sigma, max_grad_norm=clip)
 
 
-def test_client_update_is_the_attackers_view_only():
-    model = _default_cnn()
-    x, y = _images(3, seed=6)
+def test_client_update_is_the_attackers_view_only(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(3, seed=6)
     update = simulate_client_update(model, x, y, noise_multiplier=0.5, max_grad_norm=1.0, generator=torch.Generator().manual_seed(0))
     assert update.labels is None and update.batch_size == 3 and update.image_shape == (1, 28, 28)
     assert not any(torch.is_tensor(v) and v.shape == x.shape for v in vars(update).values())
@@ -147,27 +129,27 @@ def test_client_update_is_the_attackers_view_only():
 # --------------------------------------------------------------------------------------------
 # Label recovery
 # --------------------------------------------------------------------------------------------
-def test_idlg_recovers_the_label_of_a_single_image():
-    model = _default_cnn()
-    x, y = _images(8, seed=7)
+def test_idlg_recovers_the_label_of_a_single_image(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(8, seed=7)
     assert set(y.tolist()) == {0, 1}
     for n in range(8):
         update = simulate_client_update(model, x[n : n + 1], y[n : n + 1], noise_multiplier=0.0, max_grad_norm=math.inf)
         assert recover_labels(model, update).tolist() == [int(y[n])]
 
 
-def test_idlg_without_a_head_bias_uses_the_weight_rows():
+def test_idlg_without_a_head_bias_uses_the_weight_rows(make_images):
     model = _smooth_net(activation=nn.ReLU, head_bias=False)
-    x, y = _images(6, seed=8, size=16)
+    x, y = make_images(6, seed=8, size=16)
     for n in range(6):
         update = simulate_client_update(model, x[n : n + 1], y[n : n + 1], noise_multiplier=0.0, max_grad_norm=1.0)
         assert recover_labels(model, update).tolist() == [int(y[n])]
 
 
-def test_label_counts_of_a_batch_from_public_reference_images():
-    model = _default_cnn()
-    x, y = _images(12, seed=9)
-    public, _ = _images(64, seed=10)
+def test_label_counts_of_a_batch_from_public_reference_images(make_images, make_cnn):
+    model = make_cnn()
+    x, y = make_images(12, seed=9)
+    public, _ = make_images(64, seed=10)
     update = simulate_client_update(model, x, y, noise_multiplier=0.0, max_grad_norm=math.inf)
     recovered = recover_labels(model, update, reference_images=public)
     assert recovered.tolist() == sorted(y.tolist())
@@ -215,8 +197,8 @@ def test_total_variation_is_mean_absolute_neighbour_difference():
 # Gradient inversion
 # --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def small_image():
-    x, y = _images(1, seed=12, size=16)
+def small_image(make_images):
+    x, y = make_images(1, seed=12, size=16)
     return x, y
 
 
@@ -249,8 +231,8 @@ def test_dlg_baseline_reconstructs_without_dp(small_image):
     assert torch.isfinite(reconstruction).all() and psnr(x, reconstruction)[0] >= 25.0
 
 
-def test_vectorised_trials_equal_separate_runs():
-    x, y = _images(2, seed=13, size=16)
+def test_vectorised_trials_equal_separate_runs(make_images):
+    x, y = make_images(2, seed=13, size=16)
     model = _smooth_net()
     updates = [simulate_client_update(model, x[n : n + 1], y[n : n + 1], noise_multiplier=0.0, max_grad_norm=math.inf) for n in range(2)]
     config = replace(LIGHT, iterations=25, init="half", signed=False)  # unsigned: no sign flips of ~0 gradients
@@ -269,19 +251,19 @@ def test_restarts_keep_the_trial_with_the_lowest_matching_loss(small_image):
     assert several.n_trials == 3 and float(several.matching_loss[0]) <= float(single.matching_loss[0]) + 1e-9
 
 
-def test_updates_of_another_model_are_rejected(small_image):
+def test_updates_of_another_model_are_rejected(small_image, make_cnn):
     x, y = small_image
     update = simulate_client_update(_smooth_net(), x, y, noise_multiplier=0.0, max_grad_norm=math.inf)
     with pytest.raises(ValueError, match="trainable parameters|has shape"):
-        invert_gradients(_default_cnn(), update, LIGHT)
+        invert_gradients(make_cnn(), update, LIGHT)
 
 
 @pytest.mark.realdata
-def test_default_cnn_inversion_on_a_pneumoniamnist_image():
+def test_default_cnn_inversion_on_a_pneumoniamnist_image(make_cnn):
     data = np.load(shared_file("pneumoniamnist.npz"))
     x = torch.tensor(data["train_images"][:1], dtype=torch.float32).unsqueeze(1) / 255.0
     y = torch.tensor(data["train_labels"][:1, 0]).long()
-    model = _default_cnn()
+    model = make_cnn()
     update = simulate_client_update(model, x, y, noise_multiplier=0.0, max_grad_norm=math.inf)
     reconstruction = invert_gradients(model, update, replace(FAST, iterations=300))
     assert psnr(x, reconstruction)[0] >= 22.0  # ≈ 25.6 dB measured; the default 3000 iterations reach ≈ 27.5

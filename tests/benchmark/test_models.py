@@ -67,7 +67,6 @@ def _brute_force_grads(model, x, y):
     [("cnn", "hooks"), ("cnn", "ew"), ("cnn", "functorch"), ("resnet9", "hooks"), ("resnet9", "functorch")],
 )
 def test_per_sample_gradients_match_brute_force(name, mode):
-    from opacus.grad_sample import GradSampleModule
     from opacus.grad_sample.utils import wrap_model
 
     torch.manual_seed(0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from itertools import combinations
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.image
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medprivbench.benchmark import report, store
+from medprivbench.benchmark import registry, report, store
 from medprivbench.benchmark.cli import report_main
 from medprivbench.benchmark.errors import ConfigError
 from medprivbench.benchmark.record import summarise
@@ -20,6 +20,7 @@ from medprivbench.benchmark.record import summarise
 HOSTILE = "<script>alert(1)</script>"
 MIA_ATTACKS = ("loss", "lira_online")
 RECON_ATTACKS = ("gradient_inversion", "imprint")
+RECON_SETTINGS = {"gradient_inversion": ("init", 4, 8), "imprint": ("trained", 2, 6)}  # model state, batch size, images
 N_POOL, N_MODELS = 40, 4
 
 
@@ -52,12 +53,13 @@ def _reconstruction(run_dir_writer: store.RunWriter, eps: float, rng) -> dict:
         grid = f"reconstructions/{key}.png"
         matplotlib.image.imsave(run_dir_writer.path(grid), rng.random((16, 32)), cmap="gray")
         share = 0.5 if math.isinf(eps) else 0.0
+        model_state, batch_size, n_images = RECON_SETTINGS[key]
         attacks[key] = {"threat_model": f"{key} attacker sees the noisy update", "psnr_mean": 12 + rng.random(),
                         "psnr_max": 15.0, "ssim_mean": 0.2, "ssim_max": 0.3, "mse_mean": 0.05, "ncc_mean": 0.4,
                         "rero": {"psnr": share, "ssim": share / 2}, "eta": {"psnr": 20.0, "ssim": 0.5},
+                        "model_state": model_state, "batch_size": batch_size, "n_images": n_images,
                         "wall_time_s": 1.0, "grid": grid}
     return {
-        "setting": {"model_state": "initial", "batch_size": 4, "n_images": 4, "noise_multiplier": 1.0, "max_grad_norm": 1.0},
         "attacks": attacks,
         "prior_aware": {"threat_model": "informed adversary", "success_rate": 0.12, "ci_low": 0.08, "ci_high": 0.17,
                         "bound": prior_gamma, "chance": 0.1, "n_candidates": 10, "trials": 200},
@@ -302,20 +304,73 @@ def test_threat_models_metadata_and_per_class_sections(built):
     assert "most exposed training images" in md
 
 
-def test_per_sample_auc_matches_pairwise_counting():
-    rng = np.random.default_rng(3)
-    m, n = 6, 30
-    member = rng.random((m, n)) < 0.5
-    member[0], member[1] = True, False  # every image both in and out somewhere
-    score = np.round(rng.normal(size=(m, n)) + member, 1)  # rounded: ties happen
-    scores = pd.DataFrame({"target_model": np.repeat(np.arange(m), n), "sample": np.tile(np.arange(n), m),
-                           "label": 0, "member": member.ravel(), "score_x": score.ravel()})
-    got = report.per_sample_auc(scores, "score_x").set_index("sample")
-    for j in range(n):
-        inside, outside = score[member[:, j], j], score[~member[:, j], j]
-        pairs = [(a > b) + 0.5 * (a == b) for a in inside for b in outside]
-        assert got.loc[j, "auc"] == pytest.approx(np.mean(pairs))
-        assert got.loc[j, "p_perfect"] == pytest.approx(1 / len(list(combinations(range(m), len(inside)))))
+def test_reconstruction_settings_name_each_attack_with_the_runs_sigma_and_clip(built):
+    folder, _ = built
+    md = (folder / "report.md").read_text()
+    table = markdown_table_after(md, "Setting of the reconstruction attacks")
+    recs = records(folder)
+    assert len(table) == 3 * len(RECON_ATTACKS)  # one row per budget and attack: the two seeds agree
+    labels = {registry.label(key): key for key in RECON_ATTACKS}
+    for _, row in table.iterrows():
+        eps = {"1": 1.0, "8": 8.0, "∞ (non-private)": math.inf}[row["ε"]]
+        model_state, batch_size, n_images = RECON_SETTINGS[labels[row["attack"]]]
+        assert (row["model state"], row["batch size"], row["images"]) == (model_state, str(batch_size), str(n_images))
+        privacy = [r["privacy"] for r in recs if r["privacy"]["epsilon_target"] == eps]
+        assert close(row["σ"], privacy[0]["noise_multiplier"]) and row["seeds"] == "0, 1"
+        assert row["clip norm C"] == "∞" if math.isinf(eps) else close(row["clip norm C"], privacy[0]["max_grad_norm"])
+    meta = markdown_table_after(md, "## Run metadata").set_index("")
+    assert meta.loc["gradient inversion", "fake-cnn"] == "model state init, batch size 4, 8 images"
+
+
+def test_every_attack_family_has_a_chance_rule_and_headline_columns():
+    assert set(report.CHANCE_RULES) == set(registry.FAMILIES)
+    assert list(report.tables.FAMILY_COLUMNS) == list(registry.FAMILIES)  # the headline's column order
+
+
+@dataclass
+class SecondAuditConfig:
+    """Settings of a test-only audit (the registry stores a schema for every attack)."""
+
+    n_canaries: int = 64
+
+
+@pytest.fixture
+def second_audit():
+    """A second audit-family attack with several bounds, as a white-box audit records them."""
+    registry.register(registry.AttackSpec(
+        name="second_audit", schema=SecondAuditConfig, label="second audit", family="audit",
+        threat_model="auditor who sees every noisy update", run=lambda ctx, settings: {},
+        columns=lambda name, r: {f"{name}_final_epsilon_lb": r["epsilon_lb"] / 2, f"{name}_best_epsilon_lb": r["epsilon_lb"]},
+        lower_bounds=lambda settings: 2,
+    ))
+    yield "second audit"
+    registry.unregister("second_audit")
+
+
+def test_every_audit_is_reported_under_its_own_label(second_audit, tmp_path):
+    folder = tmp_path / "audits"
+    rng = np.random.default_rng(2)
+    bound = {2.0: 0.0, math.inf: 0.7}
+    for eps, epsilon_lb in bound.items():
+        writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed=0_fake")
+        record = _record(eps, 0, class_names=["a", "b"], real=False, leaky=set(), recon=False, writer=writer, rng=rng)
+        record["attacks"]["second_audit"] = {"epsilon_lb": epsilon_lb, "m": 64, "alpha": 0.01,
+                                             "threat_model": "auditor who sees every noisy update"}
+        record["summary"] = summarise(record)
+        writer.write_json(store.METRICS, record)
+        writer.publish()
+    report.build_report([folder])
+    md = (folder / "report.md").read_text()
+    headline = markdown_table_after(md, "## Headline table")
+    assert list(headline["ε lower bound (one-run audit)"]) == ["0.000", "0.000"]
+    assert list(headline[f"ε lower bound ({second_audit})"]) == ["0.000", "0.700"]
+    assert list(headline["attack beats chance"]) == ["no", "yes (1)"]
+    assert f"{second_audit}, seed 0: ε lower bound 0.700 &gt; 0 (confidence 1 − 0.01)" in md  # Markdown escapes '>'
+    assert f"(best attack) and by the one-run audit and the {second_audit}." in md
+    meta = markdown_table_after(md, "## Run metadata").set_index("")
+    assert meta.loc["one-run audit", "audits"] == "40 mislabelled canaries, 10 + 10 guesses"
+    assert meta.loc[second_audit, "audits"] == "64 canaries"
+    assert second_audit in set(markdown_table_after(md, "## Threat models")["attack"])
 
 
 def test_real_patient_reconstructions_are_shown_only_when_opted_in(tmp_path):

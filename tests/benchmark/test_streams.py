@@ -4,7 +4,6 @@ every run takes exactly the steps its accounting counts, and empty Poisson batch
 import math
 from unittest import mock
 
-import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf

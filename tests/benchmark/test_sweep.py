@@ -52,7 +52,7 @@ def test_tiny_sweep_writes_table_and_report_then_resumes(tmp_path):
 def test_real_breastmnist_sweep(tmp_path):
     path = shared_file("breastmnist.npz")
     result = run_cli([
-        "dataset=breastmnist", f"dataset.root={path.parent}", "train.epochs=2", "progress=off",
+        "dataset=breastmnist", f"dataset.root={path.parent}", "train.epochs=2", "train.nonprivate.epochs=null", "progress=off",
         f"results_root={tmp_path}", "privacy.epsilon=8,inf", "attack=[loss,gradient_inversion]",
         "membership.num_models=2", "sizing.inversion_images=2", "sizing.inversion_iterations=50",
     ])

@@ -110,6 +110,17 @@ CASES = [
     ("absolute-name", ["name=/tmp/x"], None, "name='/tmp/x' is not a valid folder name"),
     ("bad-grad-sample-mode", ["model.grad_sample_mode=fast"], None, "model.grad_sample_mode='fast' is not valid"),
     ("bad-device", ["device=tpu"], None, "device='tpu' is not valid"),
+    ("absent-gpu", ["device=cuda:97"], None, "device='cuda:97' is not available"),
+    ("epsilon-overflows", ["privacy.epsilon=1e400"], None, "privacy.epsilon=1e400 overflows to infinity"),
+    ("epsilon-overflows-in-sweep", ["privacy.epsilon=1,-2e999"], None, "privacy.epsilon=-2e999 overflows to infinity"),
+    ("clip-norm-overflows", ["privacy.max_grad_norm=1e309"], None, "privacy.max_grad_norm=1e309 overflows to infinity"),
+    ("negative-seed", ["seed=-1"], None, "seed=-1 is not valid; use a whole number in [0, 2^63)"),
+    ("seed-beyond-2-63", ["seed=9223372036854775808"], None, "seed=9223372036854775808 is not valid"),
+    ("rare-fraction-one", ["dataset.rare_fraction=1"], None, "dataset.rare_fraction=1.0 is not valid; use a share in [0, 1)"),
+    ("label-noise-negative", ["dataset.label_noise=-0.1"], None, "dataset.label_noise=-0.1 is not valid"),
+    ("too-few-canaries", ["attack.whitebox.n_canaries=5"], None, "attack.whitebox.n_canaries=5 is not valid"),
+    ("object-array-npz", ["dataset=breastmnist"], lambda p: _npz(p, train_labels=np.array([[1]] * 59 + [[None]], dtype=object)),
+     "holds Python objects (object arrays); refusing to unpickle"),
 ]
 
 

@@ -8,7 +8,7 @@ from medprivbench.datasets.base import DatasetInfo, ImageDataset, drop_duplicate
 from medprivbench.datasets.imagefolder import load_imagefolder
 from medprivbench.datasets.medmnist import load_medmnist
 
-from ..conftest import SHARED_DATA, shared_file
+from ..conftest import shared_file
 
 
 def _info():

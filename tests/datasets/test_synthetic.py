@@ -36,3 +36,16 @@ def test_label_is_not_a_function_of_mean_brightness():
     f_test = ds.test_x.reshape(len(ds.test_x), -1).mean(1, keepdims=True)
     clf = LogisticRegression().fit(f_train, ds.train_y)
     assert roc_auc_score(ds.test_y, clf.predict_proba(f_test)[:, 1]) < 0.75
+
+
+def test_long_tail_is_tagged_and_leaves_the_common_images_alone():
+    from medprivbench.datasets.synthetic import RARE, generate_split
+
+    plain, plain_y, none = generate_split(2000, seed=3)
+    tailed, tailed_y, rare = generate_split(2000, seed=3, rare_fraction=0.1)
+    assert not none.any() and 0.07 < rare.mean() < 0.13
+    # the tail draws from its own generator: every common image and label is unchanged
+    assert np.array_equal(plain[~rare], tailed[~rare]) and np.array_equal(plain_y[~rare], tailed_y[~rare])
+    assert not np.array_equal(plain[rare], tailed[rare])
+    ds = load_synthetic(n_train=500, n_val=10, n_test=10, seed=0, rare_fraction=0.2)
+    assert 0.1 < np.mean(ds.train_groups == RARE) < 0.3

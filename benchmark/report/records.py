@@ -1,0 +1,271 @@
+"""The run records of a sweep, read once, and the tidy frames that the tables and figures draw from.
+
+A run record (schema 3, benchmark/experiment.py) holds each attack's result under
+``record["attacks"][name]``, ``name`` a registry name (benchmark/registry.py), and the sweep
+table's row under ``record["summary"]`` (benchmark/record.py computes it once, and ``table.csv``
+holds it). The report groups attacks by their registry ``family`` and reads numbers from the
+summary wherever it has them:
+
+* :func:`run_frame`: one row per run, the summary's own columns under their own names;
+* :func:`membership_frame`, :func:`reconstruction_frame`: one row per run and attack (membership:
+  per variant, e.g. LiRA online and offline) with what the summary does not hold (intervals,
+  ROC curves, shares per criterion, the attack's setting);
+* :func:`sample_risk` and :func:`class_frame`: per-image and per-class membership risk from the
+  per-sample scores a run saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from medprivbench.attacks.mia_metrics import per_sample_auc
+
+from .. import registry, store
+from ..errors import ConfigError
+from ..record import BOUND_SUFFIX
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SCORES_FILE = "membership_scores.parquet"  # per-sample membership scores (benchmark/membership_run.py)
+# The summary columns the headline table, the sentences and the ε figures read; NaN in the run
+# frame where no run has them (a sweep without that attack). Each audit's column is found by
+# :func:`audit_column`.
+SUMMARY_COLUMNS = (
+    "epsilon_spent", "sigma", "test_accuracy", "test_auroc",
+    "mia_best_auc", "mia_best_tpr_at_0.1%fpr", "mia_best_epsilon_lb", "mia_best_epsilon_ceiling",
+    "recon_best_rero", "rero_bound_train", "rero_bound_prior", "rero_bound_step",
+    "prior_aware_success", "prior_aware_chance", "epsilon_lb_max",
+)
+
+
+def specs(family: str) -> list[registry.AttackSpec]:
+    """The registered attacks of one family, in registry order."""
+    return [spec for spec in registry.load().values() if spec.family == family]
+
+
+def audit_column(name: str, columns) -> str:
+    """The summary column of an audit-family attack's ε lower bound, among ``columns`` (a run frame's).
+
+    ``<name>_best_epsilon_lb`` where the attack computes several bounds and records the largest
+    (the white-box audit), else ``<name>_epsilon_lb`` (the one-run audit's ``audit_epsilon_lb``).
+    """
+    best = f"{name}_best{BOUND_SUFFIX}"
+    return best if best in columns else f"{name}{BOUND_SUFFIX}"
+
+
+def variant_keys(name: str, result: dict) -> list[str]:
+    """The keys under which an attack's results are labelled: a membership attack's variants, else its name."""
+    return list(result["variants"]) if registry.ATTACKS[name].family == "membership" else [name]
+
+
+# ============================================================================= records
+@dataclass(frozen=True)
+class Run:
+    """One complete run folder and its record (benchmark/experiment.py)."""
+
+    folder: Path
+    record: dict
+
+    @property
+    def summary(self) -> dict:
+        return self.record["summary"]
+
+    @property
+    def epsilon(self) -> float:
+        return float(self.summary["epsilon"])
+
+    @property
+    def seed(self) -> int:
+        return int(self.record["seed"])
+
+    @property
+    def attacks(self) -> dict:
+        """Every attack's result, by registry name, in registry order."""
+        found = self.record.get("attacks") or {}
+        return {name: found[name] for name in registry.load() if name in found}
+
+    def results(self, family: str) -> dict[str, dict]:
+        """The results of one attack family (benchmark/registry.py), by attack name, in registry order."""
+        return {name: result for name, result in self.attacks.items() if registry.ATTACKS[name].family == family}
+
+    def protocol(self, name: str) -> dict:
+        """What a protocol shared by several attacks recorded (``membership``: the pool of models), or {}."""
+        return (self.record.get("protocols") or {}).get(name) or {}
+
+    def membership_variants(self) -> dict[str, dict]:
+        """Every membership variant's metrics, by variant key (e.g. lira_online)."""
+        return {key: m for result in self.results("membership").values() for key, m in result["variants"].items()}
+
+    @property
+    def completed_at(self) -> float | None:
+        try:
+            return float(json.loads((self.folder / store.MANIFEST).read_text())["completed_at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class Sweep:
+    folder: Path
+    label: str
+    runs: list[Run]
+
+    @property
+    def budgets(self) -> list[float]:
+        return sorted({r.epsilon for r in self.runs})
+
+    def at(self, eps: float) -> list[Run]:
+        return sorted((r for r in self.runs if r.epsilon == eps), key=lambda r: r.seed)
+
+    @property
+    def real_patient_data(self) -> bool:
+        """True unless every run's dataset says it holds no real patient data (unknown counts as real)."""
+        return any(r.record["dataset"].get("real_patient_data", True) for r in self.runs)
+
+    @property
+    def attacked(self) -> bool:
+        """Whether any attack ran in the sweep (a sweep with attack=[] measures utility only)."""
+        return any(r.attacks for r in self.runs)
+
+    def attacks_of(self, family: str) -> list[registry.AttackSpec]:
+        """The attacks of one family that ran in some run of the sweep, in registry order."""
+        ran = {name for r in self.runs for name in r.results(family)}
+        return [spec for spec in specs(family) if spec.name in ran]
+
+
+def load_sweeps(folders: list[Path]) -> list[Sweep]:
+    """The complete runs of each folder; a folder without any, or a run naming an unregistered attack, is an error."""
+    folders = [Path(f) for f in folders]
+    labels = _unique_labels(folders)
+    registry.load()
+    sweeps = []
+    for folder, label in zip(folders, labels):
+        runs = [Run(run_dir, record) for run_dir, record in store.iter_complete_runs(folder)]
+        for run in runs:
+            unknown = sorted(set(run.record.get("attacks") or {}) - set(registry.ATTACKS))
+            if unknown:
+                raise ConfigError(f"{run.folder} records attack {unknown[0]!r}, which is not registered; "
+                                  f"registered attacks: {', '.join(registry.ATTACKS)}")
+        sweeps.append(Sweep(folder, label, sorted(runs, key=lambda r: (r.epsilon, r.seed))))
+    empty = [str(s.folder) for s in sweeps if not s.runs]
+    if empty:
+        raise ConfigError(f"no complete runs in {', '.join(empty)}; run a sweep there first")
+    return sweeps
+
+
+def _unique_labels(folders: list[Path]) -> list[str]:
+    """Folder names, with their parent prepended where two sweeps share a name (and a number if still equal)."""
+    names = [f.resolve().name for f in folders]
+    labels = [f"{f.resolve().parent.name}/{n}" if names.count(n) > 1 else n for f, n in zip(folders, names)]
+    return [f"{label} ({labels[:i].count(label) + 1})" if labels.count(label) > 1 else label
+            for i, label in enumerate(labels)]
+
+
+def grid_file(run: Run, attack: dict) -> Path | None:
+    """A reconstruction attack's grid PNG, only if it lies inside the run folder and is a PNG (paths come from data)."""
+    rel = attack.get("grid")
+    if not rel:
+        return None
+    folder = run.folder.resolve()
+    path = (folder / str(rel)).resolve()
+    if not path.is_relative_to(folder) or not path.is_file():
+        return None
+    with open(path, "rb") as f:
+        return path if f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE else None
+
+
+# ============================================================================= tidy frames
+def _numbers(summary: dict) -> dict[str, float]:
+    """The numeric columns of a summary as floats (a missing value, null in JSON, as NaN); text is left out."""
+    return {k: math.nan if v is None else float(v) for k, v in summary.items()
+            if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
+
+
+def run_frame(sweep: Sweep) -> pd.DataFrame:
+    """One row per run: sweep, ε, seed and every numeric column of its summary, under the table's names.
+
+    :data:`SUMMARY_COLUMNS` are always present (NaN where no run has them).
+    """
+    frame = pd.DataFrame([{**_numbers(r.summary), "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed}
+                          for r in sweep.runs])
+    return frame.reindex(columns=[*frame.columns, *(c for c in SUMMARY_COLUMNS if c not in frame)])
+
+
+def membership_frame(sweep: Sweep) -> pd.DataFrame:
+    """One row per (run, membership variant), with its CIs and ROC curve."""
+    rows = []
+    for r in sweep.runs:
+        for key, m in r.membership_variants().items():
+            rows.append({
+                "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "key": key, "attack": registry.label(key),
+                "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
+                "fpr_levels": m["fpr_levels"], "tpr_at_fpr": m["tpr_at_fpr"], "tpr_at_fpr_ci": m["tpr_at_fpr_ci"],
+                "fpr_low": m["fpr_levels"][0], "tpr_low": m["tpr_at_fpr"][0],
+                "epsilon_lb": m["empirical_epsilon"]["epsilon_lb"],
+                "epsilon_ceiling": m["empirical_epsilon"].get("epsilon_ceiling", math.nan),
+                "confidence": m.get("confidence", 0.95),
+                "fpr": m["roc_curve"]["fpr"], "tpr": m["roc_curve"]["tpr"],
+                "delta": float(r.summary["delta"]), "epsilon_spent": float(r.summary["epsilon_spent"]),
+            })
+    return pd.DataFrame(rows)
+
+
+def reconstruction_frame(sweep: Sweep) -> pd.DataFrame:
+    """One row per (run, reconstruction attack): its scores, its setting and the run's σ and clip norm C.
+
+    ``rero_best`` is ReRo@η by PSNR, the criterion of the summary's ``recon_best_rero``. σ and C are
+    the summary's ``sigma`` and ``max_grad_norm`` (the record's privacy: 0 and ∞ without DP), the
+    noise and clipping of the client update each attack inverts.
+    """
+    rows = []
+    for r in sweep.runs:
+        for key, a in r.results("reconstruction").items():
+            rero = a.get("rero") or {}
+            rows.append({
+                "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "key": key, "attack": registry.label(key),
+                "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
+                **{m: a.get(m, math.nan) for m in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
+                "model_state": a.get("model_state"), "batch_size": a.get("batch_size"), "n_images": a.get("n_images"),
+                "sigma": float(r.summary["sigma"]), "max_grad_norm": float(r.summary["max_grad_norm"]),
+            })
+    return pd.DataFrame(rows)
+
+
+def strongest_attack(attacks: pd.DataFrame) -> str | None:
+    """The membership variant with the highest mean AUC over the sweep's runs."""
+    return None if attacks.empty else str(attacks.groupby("key")["auc"].mean().idxmax())
+
+
+def sample_risk(sweep: Sweep, key: str) -> pd.DataFrame:
+    """Per-sample AUC of membership variant ``key`` for every run that saved its scores (one row per run and image)."""
+    parts = []
+    for r in sweep.runs:
+        path = r.folder / SCORES_FILE
+        if not path.is_file():
+            continue
+        scores = pd.read_parquet(path)
+        if f"score_{key}" not in scores:
+            continue
+        part = per_sample_auc(scores, f"score_{key}")
+        if "group" in scores:  # the dataset's subgroup of each image (e.g. the synthetic data's rare findings)
+            part["group"] = part["sample"].map(scores.drop_duplicates("sample").set_index("sample")["group"])
+        names = r.record["dataset"]["class_names"]
+        part["class_name"] = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in part["label"]]
+        parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, seed=r.seed))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def class_frame(sweep: Sweep, risk: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, class): test accuracy of the class and mean per-sample membership AUC."""
+    rows = []
+    for r in sweep.runs:
+        mine = risk[(risk["epsilon"] == r.epsilon) & (risk["seed"] == r.seed)] if len(risk) else risk
+        mean_risk = mine.groupby("class_name")["auc"].mean() if len(mine) else pd.Series(dtype=float)
+        for name, accuracy in r.record["utility"].get("test_per_class_accuracy", {}).items():
+            rows.append({"sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "class_name": name,
+                         "accuracy": float(accuracy), "risk": float(mean_risk.get(name, math.nan))})
+    return pd.DataFrame(rows)

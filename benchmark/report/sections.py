@@ -1,0 +1,292 @@
+"""The report's sections, in order (:data:`SECTIONS`): each writes its headings, text, tables and figures.
+
+A section reads the shared :class:`Context` (the sweeps and the frames built once from their
+records) and writes into its :class:`~.document.Document`; it computes nothing that records.py,
+verdicts.py or tables.py already does.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .. import figures, registry, store
+from .audits import write_audit_bounds
+from .document import Document, safe_file_part
+from .formatting import epsilon_label, fmt
+from .metadata import metadata_fields
+from .records import Sweep, audit_column, class_frame, grid_file, sample_risk, specs, strongest_attack, variant_keys
+from .tables import (
+    BOUNDS_CAPTION, TOP_VULNERABLE, bounds_table, comparison_table, headline_table, membership_detail_table,
+    per_class_table, perfect_auc_table, prior_aware_table, reconstruction_attack_table,
+    reconstruction_setting_table, vulnerable_table,
+)
+from .verdicts import CHANCE_RULE_TEXT, UNIT_OF_PRIVACY_TEXT, consistency_sentences, summary_sentences
+
+
+@dataclass
+class Context:
+    """What the sections of one report share: the sweeps and the frames derived from their records."""
+
+    sweeps: list[Sweep]
+    doc: Document
+    show_reconstructions: bool
+    runs: dict[str, pd.DataFrame]  # records.run_frame per sweep label
+    membership: pd.DataFrame  # records.membership_frame of all sweeps
+    reconstruction: pd.DataFrame  # records.reconstruction_frame of all sweeps
+    evidence: dict[str, dict[float, list[str]]]  # verdicts.evidence_by_budget per sweep label
+
+    @property
+    def several(self) -> bool:
+        return len(self.sweeps) > 1
+
+    def sub(self, sweep: Sweep) -> None:
+        """A level-3 heading naming the sweep, only when the report compares several."""
+        if self.several:
+            self.doc.heading(sweep.label, 3)
+
+    def fig_path(self, name: str) -> Path:
+        return self.doc.fig_dir / name
+
+    @property
+    def all_runs(self) -> pd.DataFrame:
+        return pd.concat(self.runs.values(), ignore_index=True)
+
+    def part(self, frame: pd.DataFrame, sweep: Sweep) -> pd.DataFrame:
+        """The rows of one sweep in a frame of all sweeps (an empty frame stays as it is)."""
+        return frame[frame["sweep"] == sweep.label] if len(frame) else frame
+
+
+def section_summary(ctx: Context) -> None:
+    ctx.doc.heading("Summary")
+    for sweep in ctx.sweeps:
+        ctx.sub(sweep)
+        for sentence in summary_sentences(sweep, ctx.runs[sweep.label], ctx.evidence[sweep.label]):
+            ctx.doc.paragraph(sentence)
+    ctx.doc.paragraph(CHANCE_RULE_TEXT)
+    ctx.doc.paragraph(UNIT_OF_PRIVACY_TEXT)
+    if ctx.several:
+        ctx.doc.heading("Side by side", 3)
+        ctx.doc.table(*comparison_table(ctx.sweeps, ctx.runs, ctx.evidence))
+
+
+def section_headline(ctx: Context) -> None:
+    ctx.doc.heading("Headline table")
+    ctx.doc.paragraph("One row per privacy budget. Values are means ± standard deviation over seeds where a budget has "
+                      "several runs; 'best' is the strongest attack of each run. Δ is the change of the mean from the "
+                      "non-private runs. The accountant's ε is an upper bound on what any attack can show; the "
+                      "empirical ε values are lower bounds proven by the attacks at the stated confidence.")
+    for sweep in ctx.sweeps:
+        ctx.sub(sweep)
+        ctx.doc.table(*headline_table(sweep, ctx.runs[sweep.label], ctx.evidence[sweep.label]))
+        found = [f"ε = {epsilon_label(eps)}, {text}" for eps, texts in ctx.evidence[sweep.label].items() for text in texts]
+        if found:
+            ctx.doc.table(["attack results that beat chance"], [[t] for t in found],
+                          collapsed=f"{len(found)} attack result(s) that beat chance (the evidence behind the column 'attack beats chance')")
+
+
+def section_utility(ctx: Context) -> None:
+    ctx.doc.heading("Utility")
+    path = figures.utility(ctx.runs, ctx.fig_path("utility_vs_epsilon.png"))
+    ctx.doc.figure(path, "Test accuracy and AUROC against ε (log axis); the non-private runs (ε = ∞) are shown apart "
+                         "on the right. Error bars: standard deviation over seeds.")
+
+
+def section_membership(ctx: Context) -> None:
+    ctx.doc.heading("Membership inference")
+    if ctx.membership.empty:
+        ctx.doc.paragraph("No membership inference attack was recorded in these runs.")
+        write_audit_bounds(ctx)
+        return
+    protocols = {json.dumps({k: r.protocol("membership").get(k) for k in ("num_models", "pool", "queries")}, default=str)
+                 for s in ctx.sweeps for r in s.runs if r.results("membership")}
+    for p in sorted(protocols):
+        proto = json.loads(p)
+        ctx.doc.paragraph(
+            f"Protocol (LiRA evaluation, Carlini et al. 2022): {proto.get('num_models', '–')} models trained with the "
+            f"target's recipe on random halves of the {proto.get('pool', 'sample pool')}; each in turn is the target "
+            f"and the others are its shadow/reference models; queries: {', '.join(map(str, proto.get('queries', [])))}. "
+            "These numbers describe the half-size pool models (same σ, q, T and C as the target, hence the same ε, "
+            "but about half its training images), not the reported target model itself.")
+    ctx.doc.paragraph(
+        "Intervals resample target models and images as crossed clusters (Owen's two-way bootstrap): an atypical "
+        "image is exposed against every model, and one model may overfit more than another, so the M·N scores are "
+        "not independent. RMIA compares each candidate with population images that no model trained on (a held-out "
+        "split), never with the target's own non-members.")
+    ctx.doc.figure(figures.membership(ctx.membership, ctx.fig_path("membership_vs_epsilon.png")),
+                   "Membership attack success against ε: AUC (left, dashed: chance) and TPR at the lowest FPR level "
+                   "(right, symlog axis) with the DP bound TPR ≤ e^ε·FPR + δ evaluated at each ε.")
+    ctx.doc.figure(figures.roc_curves(ctx.membership, ctx.fig_path("roc_curves.png")),
+                   "ROC curves on log-log axes, one panel per budget (every seed drawn), with chance (dashed) and the "
+                   "DP bound TPR ≤ min(1, e^ε·FPR + δ) at the accountant's ε (red; none for ε = ∞).")
+    for sweep in ctx.sweeps:
+        part = ctx.part(ctx.membership, sweep)
+        if len(part):
+            ctx.doc.table(*membership_detail_table(part),
+                          collapsed=f"Every membership attack of every run{f' ({sweep.label})' if ctx.several else ''}: "
+                                    "AUC and TPR with their bootstrap confidence intervals")
+    write_audit_bounds(ctx)
+
+
+EMPIRICAL_EPSILON_TEXT = (
+    "What the lower bounds assume. Membership: one pool model is held out as the evaluation target; its images are "
+    "the canaries of a one-run audit (Steinke, Nasr & Jagielski 2023), each in its training set independently with "
+    "probability ½; the attack scores them using the other models as shadows, and the numbers of 'member' and "
+    "'non-member' guesses are chosen on the other targets, scored without it. That analysis holds for any "
+    "(ε, δ)-DP training of the evaluation target and needs no independence between images. One-run audit: the "
+    "same analysis on canaries inserted into one extra training run. White-box audit: gradient canaries in the "
+    "target's own training, with guess counts fixed on the idealised mechanism before any observation is scored; "
+    "Steinke et al.'s test, and the f-DP test of Mahloujifar, Melis & Chaudhuri (2025). Each of a run's lower bounds is computed at "
+    "level α divided by their number, so the largest of them, which is checked against the accountant below, is "
+    "wrong with probability at most α in total."
+)
+
+
+def section_empirical(ctx: Context) -> None:
+    ctx.doc.heading("Empirical ε vs the accountant's ε")
+    runs = ctx.all_runs
+    if runs["epsilon_lb_max"].isna().all():  # the largest of every ε lower bound of a run (benchmark/record.py)
+        ctx.doc.paragraph("No empirical ε lower bound was recorded in these runs.")
+        return
+    audits = {column: spec.label for spec in specs("audit")
+              for column in [audit_column(spec.name, runs.columns)] if column in runs and runs[column].notna().any()}
+    by_audits = f" and by the {' and the '.join(audits.values())}" if audits else ""
+    ctx.doc.figure(figures.empirical_epsilon(runs, ctx.fig_path("empirical_vs_accountant_epsilon.png"), audits),
+                   "The accountant's ε (black, an upper bound) beside the lower bounds proven by the membership attacks "
+                   f"(best attack){by_audits}. Lower bounds far below the accountant's ε mean the attacks "
+                   "are weaker than the worst case, not that the guarantee is loose.")
+    ctx.doc.paragraph(EMPIRICAL_EPSILON_TEXT)
+    for sweep in ctx.sweeps:
+        ctx.sub(sweep)
+        for sentence in consistency_sentences(ctx.runs[sweep.label]):
+            ctx.doc.paragraph(sentence)
+
+
+def reconstruction_tables(ctx: Context, sweep: Sweep) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
+    """(caption, table) of one sweep: the reconstruction attacks' setting and scores, the prior-aware attacks, the bounds."""
+    recon = ctx.part(ctx.reconstruction, sweep)
+    out = []
+    if len(recon):
+        out.append(("Setting of the reconstruction attacks (each attacks one client update made with the run's noise "
+                    "multiplier σ and clip norm C)", reconstruction_setting_table(recon)))
+        out.append(("Reconstruction attacks (each true image matched to its best reconstruction)",
+                    reconstruction_attack_table(recon)))
+    prior = prior_aware_table(sweep)
+    if prior[1]:
+        out.append(("Prior-aware attack against its bound", prior))
+    bounds = bounds_table(sweep, ctx.runs[sweep.label])
+    if bounds[1]:
+        out.append((BOUNDS_CAPTION, bounds))
+    return out
+
+
+def section_reconstruction(ctx: Context) -> None:
+    ctx.doc.heading("Reconstruction")
+    if not any(r.results("reconstruction") or r.results("prior_aware") or r.record.get("bounds")
+               for s in ctx.sweeps for r in s.runs):
+        ctx.doc.paragraph("No reconstruction attack or bound was recorded in these runs.")
+        return
+    for sweep in ctx.sweeps:
+        ctx.sub(sweep)
+        for caption, table in reconstruction_tables(ctx, sweep):
+            ctx.doc.paragraph(caption + ":")
+            ctx.doc.table(*table)
+    ctx.doc.figure(figures.reconstruction(ctx.all_runs, ctx.reconstruction, ctx.fig_path("reconstruction_vs_epsilon.png")),
+                   "Reconstruction success against ε: the share of images each attack reconstructs past η (ReRo@η, the "
+                   "larger of the PSNR and SSIM criteria), the prior-aware attack's success with its chance 1/n, and the "
+                   "ReRo bounds γ computed from each run's σ, q and T (red, black). Points: means over seeds; error bars: "
+                   "standard deviation over seeds (the tables above give each run's confidence interval).")
+    if len(ctx.reconstruction):
+        section_grids(ctx)
+
+
+def section_grids(ctx: Context) -> None:
+    ctx.doc.heading("Reconstructed images", 3)
+    for sweep in ctx.sweeps:
+        if sweep.real_patient_data and not ctx.show_reconstructions:
+            ctx.doc.note(
+                f"Reconstructed images of {sweep.label} withheld: its dataset holds real patient data, and "
+                "reconstructions of it are patient data too. To include them, rebuild the report with "
+                f"medprivbench-report {sweep.folder} --show-reconstructions (or run the sweep with "
+                "report.show_reconstructions=true).")
+            continue
+        shown = 0
+        for eps in sweep.budgets:
+            run = sweep.at(eps)[0]
+            for key, attack in run.results("reconstruction").items():
+                source = grid_file(run, attack)
+                if source is None:
+                    continue
+                name = f"recon_{sweep.label}_eps={store.format_epsilon(eps)}_seed={run.seed}_{key}.png"
+                target = ctx.fig_path(safe_file_part(name))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                ctx.doc.figure(target, f"{sweep.label}, ε = {epsilon_label(eps)}, seed {run.seed}: {registry.label(key)} "
+                                       f"reconstructions as recorded by the run (PSNR mean {fmt(attack.get('psnr_mean'))} dB).")
+                shown += 1
+        if not shown:
+            ctx.doc.paragraph(f"{sweep.label}: no reconstruction grid was recorded.")
+
+
+def section_risk(ctx: Context) -> None:
+    ctx.doc.heading("Per-class risk and the most vulnerable images")
+    classes, risks = [], []
+    for sweep in ctx.sweeps:
+        key = strongest_attack(ctx.part(ctx.membership, sweep))
+        risk = sample_risk(sweep, key) if key else pd.DataFrame()
+        classes.append(class_frame(sweep, risk))
+        risks.append((sweep, key, risk))
+    ctx.doc.paragraph(
+        "Membership risk of one training image is its per-sample AUC: over the models of the membership protocol, "
+        "the probability that the attack scores the image higher when it was in the model's training set than when "
+        "it was out (ties count ½). 0.5 means the attack cannot tell; 1 means every 'in' score is above every 'out' "
+        "score. With only a few models per image, perfect scores also happen by chance; the expected number is shown.")
+    all_classes = pd.concat(classes, ignore_index=True)
+    if len(all_classes):
+        ctx.doc.figure(figures.per_class(all_classes, ctx.fig_path("per_class_risk.png")),
+                       "Per-class test accuracy (left) and mean per-sample membership AUC (right) against ε, using each "
+                       "sweep's strongest membership attack; error bars: standard deviation over seeds.")
+    for (sweep, key, risk), frame in zip(risks, classes):
+        ctx.sub(sweep)
+        if len(frame):
+            ctx.doc.table(*per_class_table(frame))
+        if risk.empty:
+            ctx.doc.paragraph("No per-sample membership scores were recorded, so there is no per-image risk.")
+            continue
+        ctx.doc.paragraph(f"Attack used: {registry.label(key)}, the strongest by mean AUC over the sweep.")
+        ctx.doc.table(*perfect_auc_table(risk))
+        ctx.doc.table(*vulnerable_table(risk), collapsed=f"The {TOP_VULNERABLE} most exposed training images per budget "
+                                                         "(per-sample AUC averaged over seeds)")
+
+
+def threat_models(sweep: Sweep) -> dict[str, str]:
+    """What each attack of the sweep saw, in plain words, as recorded beside its results (by label)."""
+    return {registry.label(key): result["threat_model"] for run in sweep.runs for name, result in run.attacks.items()
+            for key in variant_keys(name, result) if result.get("threat_model")}
+
+
+def section_threat_models(ctx: Context) -> None:
+    ctx.doc.heading("Threat models")
+    seen = {k: v for sweep in ctx.sweeps for k, v in threat_models(sweep).items()}
+    if seen:
+        ctx.doc.table(["attack", "what the attacker sees"], [[k, v] for k, v in seen.items()])
+    else:
+        ctx.doc.paragraph("No attack was recorded in these runs.")
+
+
+def section_metadata(ctx: Context) -> None:
+    ctx.doc.heading("Run metadata")
+    header = ["", *(s.label for s in ctx.sweeps)]
+    rows = [[f.name, *(f.describe(s) for s in ctx.sweeps)] for f in metadata_fields()]
+    ctx.doc.table(header, [r for r in rows if any(c != "–" for c in r[1:])])
+
+
+SECTIONS: tuple[Callable[[Context], None], ...] = (
+    section_summary, section_headline, section_utility, section_membership, section_empirical,
+    section_reconstruction, section_risk, section_threat_models, section_metadata,
+)
