@@ -111,6 +111,19 @@ def _solve(target: float, delta: float, q: float, steps: int, accountant: str, h
     return NoiseSolution(sigma=sigma, epsilon=epsilon_spent(sigma, q, steps, delta, accountant), accountant=accountant)
 
 
+def check_reachable(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> None:
+    """Raise the solver's one-line error, before any job starts, when no σ in [1e-12, 1e6] gives
+    ``epsilon``: two RDP calls (RDP's ε bounds PRV's from above), no search."""
+    if epsilon_spent(1e6, sample_rate, steps, delta, "rdp") > epsilon:
+        raise ConfigError(
+            f"privacy.epsilon={epsilon:g} is not reachable with delta={delta:g} in {steps} steps at q={sample_rate:.4g}; "
+            "use a larger epsilon or fewer steps"
+        )
+    if epsilon_spent(1e-12, sample_rate, steps, delta, "rdp") <= epsilon:
+        raise ConfigError(f"privacy.epsilon={epsilon:g} needs σ below 1e-12; no finite noise resolves it; use inf for a "
+                          "non-private run")
+
+
 def solve_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> NoiseSolution:
     """The smallest σ (within tolerance) whose ε after ``steps`` steps is at most ``epsilon``."""
     if accountant == "rdp":

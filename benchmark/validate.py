@@ -43,6 +43,32 @@ def safe_name(value: str, what: str) -> str:
     return value
 
 
+def check_output_location(results_root, name: str) -> None:
+    """The results folder can be made and written, and its names fit the file system's limits
+    (a run folder adds runs/<run id> of about 40 characters below results_root/name)."""
+    import os
+    from pathlib import Path
+
+    text = str(results_root)
+    if not text.strip() or "\0" in text:
+        raise ConfigError(f"results_root={results_root!r} is not a usable folder; give a path, e.g. results")
+    root = Path(text).expanduser().absolute()
+    limit = 255
+    for part in (*root.parts[1:], str(name)):
+        if len(os.fsencode(part)) > limit:
+            raise ConfigError(f"results_root/name component {part[:40]!r}… is {len(os.fsencode(part))} bytes long; "
+                              f"the file system allows {limit}")
+    if len(os.fsencode(str(root / str(name)))) + 64 > 4096:
+        raise ConfigError(f"results_root={text[:40]!r}… is too long a path for run folders; use a shorter one")
+    existing = root
+    while not existing.exists():
+        existing = existing.parent
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"results_root={text!r} is a file, not a folder; choose a folder")
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"results_root={text!r} cannot be written ({existing} is not a writable folder); choose another")
+
+
 def check_device(name: str) -> None:
     """The device's spelling, and that it exists here (checked before any job starts)."""
     match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", str(name))
@@ -60,10 +86,9 @@ def check_device(name: str) -> None:
 
 def validate_config(cfg) -> None:
     """Checks that need no data."""
-    from .models import FROZEN_FEATURES, MODELS, check_options, grad_sample_mode
+    from .models import MODELS, check_options, grad_sample_mode
     from .privacy import ACCOUNTANTS
     from .progress import MODES
-    from .training import LR_SCHEDULES, OPTIMIZERS
 
     if cfg.dataset.name == "medmnist":
         raise ConfigError("dataset=medmnist needs the subset: add dataset.name=<subset>, e.g. dataset.name=dermamnist")
@@ -96,15 +121,40 @@ def validate_config(cfg) -> None:
     _positive(cfg.model.norm_groups, "model.norm_groups", integer=True)
     check_options(cfg.model)
 
+    _validate_train(cfg)
+
+    from .report import report_options
+
+    report_options(cfg.get("report"))
+    safe_name(cfg.name, "name")
+    check_output_location(cfg.results_root, cfg.name)
+    seed = cfg.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
+    check_device(cfg.device)
+    if cfg.progress not in MODES:
+        raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
+    if cfg.num_threads is not None:
+        _positive(cfg.num_threads, "num_threads", integer=True)
+    _validate_attacks(cfg)
+
+
+def _validate_train(cfg) -> None:
+    """The training recipe's settings (train.*, train.nonprivate.*)."""
+    from .models import FROZEN_FEATURES, grad_sample_mode
+    from .training import AUGMENTATIONS, LR_SCHEDULES, OPTIMIZERS
+
     for key in ("epochs", "batch_size"):
         _positive(cfg.train[key], f"train.{key}", integer=True)
     _positive(cfg.train.lr, "train.lr")
+    if cfg.train.momentum is not None and not 0 <= _number(cfg.train.momentum, "train.momentum") < 1:
+        raise ConfigError(f"train.momentum={cfg.train.momentum!r} is not valid; use a number in [0, 1), e.g. 0.9")
+    if cfg.train.weight_decay is not None and not 0 <= _number(cfg.train.weight_decay, "train.weight_decay") < math.inf:
+        raise ConfigError(f"train.weight_decay={cfg.train.weight_decay!r} is not valid; use a finite number ≥ 0, e.g. 5e-4")
     if cfg.train.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer={cfg.train.optimizer!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
     if cfg.train.lr_schedule not in LR_SCHEDULES:
         raise ConfigError(f"train.lr_schedule={cfg.train.lr_schedule!r} is not valid; choose one of {', '.join(LR_SCHEDULES)}")
-    from .training import AUGMENTATIONS
-
     augmult = cfg.train.augmult
     if isinstance(augmult, bool) or not isinstance(augmult, int) or augmult < 0:
         raise ConfigError(f"train.augmult={augmult!r} is not valid; use 0 (off) or the number of views per image")
@@ -130,20 +180,6 @@ def validate_config(cfg) -> None:
             _positive(value, "train.nonprivate.lr")
         elif key == "optimizer" and value not in OPTIMIZERS:
             raise ConfigError(f"train.nonprivate.optimizer={value!r} is not valid; choose one of {', '.join(OPTIMIZERS)}")
-
-    from .report import report_options
-
-    report_options(cfg.get("report"))
-    safe_name(cfg.name, "name")
-    seed = cfg.seed
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-        raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
-    check_device(cfg.device)
-    if cfg.progress not in MODES:
-        raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
-    if cfg.num_threads is not None:
-        _positive(cfg.num_threads, "num_threads", integer=True)
-    _validate_attacks(cfg)
 
 
 def _validate_attacks(cfg) -> None:
@@ -173,6 +209,13 @@ def validate_with_data(cfg, n_train: int) -> None:
         )
     for name in registry.selected(cfg):
         registry.ATTACKS[name].check_data(registry.settings_of(cfg, name), cfg, n_train)
-    batch = effective_train(cfg.train, eps)["batch_size"]
+    hp = effective_train(cfg.train, eps)
+    batch = hp["batch_size"]
     if batch > n_train:
         raise ConfigError(f"train.batch_size={batch} is larger than the {n_train} training images; use at most {n_train}")
+    if is_private(eps):
+        from .privacy import check_reachable
+        from .training import steps_per_epoch
+
+        k = steps_per_epoch(n_train, batch)
+        check_reachable(epsilon=eps, delta=delta, sample_rate=1.0 / k, steps=int(hp["epochs"]) * k)

@@ -44,7 +44,18 @@ def test_publish_is_all_or_nothing(tmp_path):
     assert not any((tmp_path / "runs" / ".partial").iterdir())
 
 
-@pytest.mark.parametrize("damage", ["truncate", "delete_manifest", "corrupt_manifest", "delete_file", "flip_bytes"])
+def _rewrite_with_matching_checksums(run_dir, rel: str, data: bytes) -> None:
+    """Damage that checksums cannot see: new content, and a manifest updated to match it."""
+    import json
+
+    (run_dir / rel).write_bytes(data)
+    manifest = json.loads((run_dir / store.MANIFEST).read_text())
+    manifest["files"][rel] = {"bytes": len(data), "sha256": store.sha256_file(run_dir / rel)}
+    (run_dir / store.MANIFEST).write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize("damage", ["truncate", "delete_manifest", "corrupt_manifest", "delete_file", "flip_bytes",
+                                    "record_does_not_parse", "record_is_not_a_record"])
 def test_damaged_runs_are_detected_quarantined_and_not_aggregated(tmp_path, damage):
     good = _publish(tmp_path, "good", 1.0)
     bad = _publish(tmp_path, "bad", 2.0)
@@ -58,6 +69,10 @@ def test_damaged_runs_are_detected_quarantined_and_not_aggregated(tmp_path, dama
         (bad / "weights.bin").unlink()
     elif damage == "flip_bytes":
         (bad / "weights.bin").write_text("y" * 100)
+    elif damage == "record_does_not_parse":
+        _rewrite_with_matching_checksums(bad, store.METRICS, b'{"schema": 3, "summary": {')
+    elif damage == "record_is_not_a_record":
+        _rewrite_with_matching_checksums(bad, store.METRICS, b"[1, 2, 3]")
     assert store.validate_run(bad) is not None
     df = store.aggregate(tmp_path)
     assert list(df["run_dir"]) == ["good"]

@@ -7,7 +7,9 @@ only one error line is printed, and that nothing is written.
 
 from __future__ import annotations
 
+import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +45,41 @@ def _png_folder(root: Path, classes: list[str], broken: bool = False) -> Path:
             Image.fromarray(rng.integers(0, 255, (28, 28), dtype=np.uint8)).save(root / c / f"{i}.png")
     if broken:
         (root / classes[-1] / "scan.png").write_bytes(b"\x89PNG broken")
+    return root
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that declares width × height pixels in its header and holds no pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _with(extra: Callable[[Path], None]) -> Callable[[Path], Path]:
+    """A valid two-class image folder plus one bad entry made by ``extra(class_folder)``."""
+
+    def build(root: Path) -> Path:
+        _png_folder(root, ["a", "b"])
+        extra(root / "b")
+        return root
+
+    return build
+
+
+def _empty_test_split(root: Path) -> Path:
+    _png_folder(root / "train", ["a", "b"])
+    (root / "test" / "a").mkdir(parents=True)
+    (root / "test" / "b").mkdir()
+    return root
+
+
+def _non_utf8_class(root: Path) -> Path:
+    _png_folder(root, ["a"])
+    os.mkdir(os.fsencode(root) + b"/b\xff")
     return root
 
 
@@ -119,6 +156,26 @@ CASES = [
     ("rare-fraction-one", ["dataset.rare_fraction=1"], None, "dataset.rare_fraction=1.0 is not valid; use a share in [0, 1)"),
     ("label-noise-negative", ["dataset.label_noise=-0.1"], None, "dataset.label_noise=-0.1 is not valid"),
     ("too-few-canaries", ["attack.whitebox.n_canaries=5"], None, "attack.whitebox.n_canaries=5 is not valid"),
+    ("imagefolder-bomb", ["dataset=imagefolder"], _with(lambda d: (d / "big.png").write_bytes(_png_header(100_000, 100_000))),
+     "big.png: declares more pixels than PIL will decode"),
+    ("imagefolder-over-the-cap", ["dataset=imagefolder"], _with(lambda d: (d / "big.png").write_bytes(_png_header(9000, 9000))),
+     "big.png: declares 9000 × 9000 pixels; images must have between 1 and 67,108,864 pixels"),
+    ("imagefolder-zero-width", ["dataset=imagefolder"], _with(lambda d: (d / "flat.png").write_bytes(_png_header(0, 28))),
+     "flat.png: "),
+    ("imagefolder-fifo", ["dataset=imagefolder"], _with(lambda d: os.mkfifo(d / "pipe.png")),
+     "pipe.png: not a regular file (a FIFO, device or socket)"),
+    ("imagefolder-link-outside", ["dataset=imagefolder"], _with(lambda d: (d / "link.png").symlink_to("/etc/hostname")),
+     "link.png: a link to /etc/hostname, outside the image folder"),
+    ("imagefolder-non-utf8-class", ["dataset=imagefolder"], _non_utf8_class, "the class folder's name is not valid UTF-8"),
+    ("imagefolder-empty-test-split", ["dataset=imagefolder"], _empty_test_split, "test holds no readable images"),
+    ("results-root-is-a-file", ["results_root=/etc/hostname"], None, "results_root='/etc/hostname' is a file, not a folder"),
+    ("results-root-under-a-file", ["results_root=/etc/hostname/results"], None, "results_root='/etc/hostname/results' cannot be written"),
+    ("name-too-long", ["name=" + "n" * 300], None, "is 300 bytes long; the file system allows 255"),
+    ("epsilon-unreachable", ["privacy.epsilon=1e-4"], None, "privacy.epsilon=0.0001 is not reachable with delta=1e-05 in 160 steps"),
+    ("epsilon-beyond-any-noise", ["privacy.epsilon=1e300"], None, "privacy.epsilon=1e+300 needs σ below 1e-12"),
+    ("momentum-one", ["train.momentum=1"], None, "train.momentum=1.0 is not valid; use a number in [0, 1)"),
+    ("weight-decay-negative", ["train.weight_decay=-1e-4"], None, "train.weight_decay=-0.0001 is not valid"),
+    ("ema-decay-one", ["train.ema_decay=1"], None, "train.ema_decay=1.0 is not valid; use a value in [0, 1) or null"),
     ("object-array-npz", ["dataset=breastmnist"], lambda p: _npz(p, train_labels=np.array([[1]] * 59 + [[None]], dtype=object)),
      "holds Python objects (object arrays); refusing to unpickle"),
 ]
