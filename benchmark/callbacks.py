@@ -33,9 +33,10 @@ def sweep_dirs_from_pointers(hydra_dir: Path) -> list[Path]:
     return dirs
 
 
-def finish_sweeps(sweep_dirs: list[Path], report_cfg=None) -> list[Path]:
-    """Aggregate each sweep folder's table and rebuild its report; returns the files written."""
-    from . import store
+def finish_sweeps(sweep_dirs: list[Path], report_cfg=None, cfg=None) -> list[Path]:
+    """Aggregate each sweep folder's table and rebuild its report (and log them to the tracker
+    ``cfg.logger`` names, if any); returns the files written."""
+    from . import store, tracking
     from .report import build_report, report_options
 
     written = []
@@ -44,6 +45,7 @@ def finish_sweeps(sweep_dirs: list[Path], report_cfg=None) -> list[Path]:
         csv_path, parquet_path = store.write_table(sweep_dir, df)
         paths = build_report([sweep_dir], **report_options(report_cfg))
         written += [csv_path, parquet_path, *paths]
+        tracking.log_sweep(cfg, Path(sweep_dir), [csv_path, *paths])
         print(f"\nmedprivbench: {len(df)} run(s) in {sweep_dir}")
         print(f"  results table: {csv_path}")
         print(f"                 {parquet_path}")
@@ -54,7 +56,7 @@ def finish_sweeps(sweep_dirs: list[Path], report_cfg=None) -> list[Path]:
 
 class SweepReportCallback(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.sweep.dir))), config.get("report"))
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.sweep.dir))), config.get("report"), config)
 
     def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
-        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.run.dir))), config.get("report"))
+        finish_sweeps(sweep_dirs_from_pointers(Path(str(config.hydra.run.dir))), config.get("report"), config)

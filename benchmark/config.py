@@ -125,6 +125,15 @@ class SizingConfig:
 
 
 @dataclass
+class LoggerConfig:
+    """Experiment tracking (benchmark/tracking.py): ``none``, or ``mlflow`` (``logger=mlflow``)."""
+
+    name: str = "none"
+    tracking_uri: Optional[str] = None  # None: file store <results_root>/mlruns
+    experiment: Optional[str] = None  # None: the sweep's name
+
+
+@dataclass
 class StatisticsConfig:
     """Levels of the run's statistics.
 
@@ -147,6 +156,7 @@ class Config:
     membership: MembershipConfig = field(default_factory=MembershipConfig)
     sizing: SizingConfig = field(default_factory=SizingConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
     seed: int = 0
     # A sweep's folder under results_root: runs/, table.csv/.parquet and report.html/.md go there.
     name: str = "${dataset.name}-${model.name}"

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medprivbench.datasets import ImageDataset, load_dataset
 
-from . import registry, store
+from . import registry, store, tracking
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
@@ -226,6 +226,7 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
     except BaseException:
         writer.discard()
         raise
+    tracking.log_run(cfg, record, run_dir)
     s = record["summary"]
     log.info(
         "%s done in %.1fs: test accuracy %.3f, AUROC %.3f, eps spent %s%s -> %s",

@@ -132,6 +132,9 @@ def validate_config(cfg) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
     check_device(cfg.device)
+    from . import tracking
+
+    tracking.check(cfg)
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
     if cfg.num_threads is not None:

@@ -197,3 +197,27 @@ def check_usable(ds: ImageDataset) -> None:
         )
     if ds.train_x.shape[1:] != ds.test_x.shape[1:]:
         raise DataError(f"{name}: train images {ds.train_x.shape[1:]} and test images {ds.test_x.shape[1:]} differ in shape")
+
+
+def read_plain_npz(path, *, damaged_hint: str) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` archive, read without unpickling, or one DataError line that
+    says what is wrong: a pickle in disguise, object arrays, or a damaged file (``damaged_hint``
+    says what to do about the last)."""
+    import zipfile
+
+    with open(path, "rb") as head:
+        magic = head.read(4)
+    if magic[:1] == b"\x80":
+        raise DataError(f"{path}: a Python pickle, not an .npz archive; refusing to unpickle, save with numpy.savez")
+    if magic != b"PK\x03\x04":
+        raise DataError(f"{path}: not an .npz archive (no zip header); {damaged_hint}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except ValueError as exc:
+        if "allow_pickle" in str(exc) or "pickled" in str(exc):
+            raise DataError(f"{path}: holds Python objects (object arrays); refusing to unpickle, "
+                            "save the arrays as plain numbers") from exc
+        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); {damaged_hint}") from exc
+    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); {damaged_hint}") from exc

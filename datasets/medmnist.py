@@ -8,12 +8,11 @@ fetches it into ``root``; without network access the error says where to put the
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-from .base import DataError, DatasetInfo, ImageDataset, to_float_images, to_labels
+from .base import DataError, DatasetInfo, ImageDataset, read_plain_npz, to_float_images, to_labels
 
 _KEYS = ("train_images", "train_labels", "val_images", "val_labels", "test_images", "test_labels")
 
@@ -85,21 +84,11 @@ def _download(name: str, root: Path, size: int) -> None:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Read a MedMNIST ``.npz`` without unpickling (``allow_pickle=False``), with one-line errors."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in _KEYS if k not in z.files]
-            if missing:
-                raise DataError(f"{path}: not a MedMNIST file, keys {', '.join(missing)} are missing")
-            return {k: z[k] for k in _KEYS}
-    except DataError:
-        raise
-    except ValueError as exc:
-        if "allow_pickle" in str(exc):
-            raise DataError(f"{path}: holds Python objects (object arrays); refusing to unpickle, "
-                            "save the arrays as plain numbers") from exc
-        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); download it again") from exc
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
-        raise DataError(f"{path}: the file is damaged or truncated ({type(exc).__name__}); download it again") from exc
+    arrays = read_plain_npz(path, damaged_hint="download it again")
+    missing = [k for k in _KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"{path}: not a MedMNIST file, keys {', '.join(missing)} are missing")
+    return {k: arrays[k] for k in _KEYS}
 
 
 def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool = False) -> ImageDataset:

@@ -46,7 +46,8 @@ def shared_data() -> Path:
 def run_cli(args: list[str], *, cwd: Path | None = None, timeout: int = 600, program: str = "medprivbench",
             env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a console entry point in a fresh interpreter (Hydra keeps global state per process)."""
-    module = {"medprivbench": "medprivbench.benchmark.cli:main", "medprivbench-report": "medprivbench.benchmark.cli:report_main"}[program]
+    module = {"medprivbench": "medprivbench.benchmark.cli:main", "medprivbench-report": "medprivbench.benchmark.cli:report_main",
+              "medprivbench-audit": "medprivbench.benchmark.audit_cli:main"}[program]
     mod, fn = module.split(":")
     code = f"import sys; from {mod} import {fn} as f; sys.argv[0] = {program!r}; r = f(); sys.exit(r if isinstance(r, int) else 0)"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}

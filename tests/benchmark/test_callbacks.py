@@ -89,7 +89,7 @@ def test_report_options_reach_the_report(one_run_sweep):
 def finished(monkeypatch):
     """The calls the Hydra callback makes to finish_sweeps (each checked above; not rerun here)."""
     calls = []
-    monkeypatch.setattr(callbacks, "finish_sweeps", lambda dirs, report_cfg=None: calls.append((dirs, report_cfg)))
+    monkeypatch.setattr(callbacks, "finish_sweeps", lambda dirs, report_cfg=None, cfg=None: calls.append((dirs, report_cfg)))
     return calls
 
 

@@ -1,0 +1,205 @@
+"""medprivbench's Python API: run sweeps, read results, rebuild reports and audit outputs you have.
+
+The command line (``medprivbench``, ``medprivbench-report``, ``medprivbench-audit``) and this API
+share one engine. A notebook session::
+
+    >>> import medprivbench
+    >>> table = medprivbench.run_sweep(["privacy.epsilon=1,inf", "attack=[loss]"])  # doctest: +SKIP
+    >>> table[["epsilon", "test_accuracy", "mia_best_auc"]]  # doctest: +SKIP
+
+Attacks and bounds without any training (pure functions on arrays) live in
+:mod:`medprivbench.attacks`, e.g. ``medprivbench.attacks.rero_bound``.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pandas is imported when a function needs it
+    import numpy as np
+    import pandas as pd
+
+try:
+    __version__ = version("medprivbench")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "audit_outputs", "load_results", "report", "run_sweep"]
+
+
+def run_sweep(overrides: Sequence[str] = (), *, quiet: bool = True) -> pd.DataFrame:
+    """Run a sweep exactly as ``medprivbench <overrides>`` does and return its table.
+
+    The sweep runs in a child process (Hydra owns its process: logging, working directory,
+    multirun state), composed from the same config and command-line overrides, with the same
+    validation: a bad value raises :class:`~medprivbench.benchmark.errors.ConfigError` with the
+    command line's one-line message and nothing is written. Runs already complete are reused.
+
+    Args:
+        overrides: Hydra overrides, e.g. ``["privacy.epsilon=1,8,inf", "attack=[loss]"]``.
+        quiet: hide the child's log (its errors are still raised).
+
+    Returns:
+        One row per run of every sweep folder the sweep wrote to (``load_results`` of each).
+
+    Example::
+
+        >>> t = run_sweep(["privacy.epsilon=inf", "attack=[loss]", "membership.num_models=2",
+        ...                "train.epochs=1", "dataset.n_train=200"])  # doctest: +SKIP
+        >>> float(t["test_accuracy"].iloc[0]) > 0.4  # doctest: +SKIP
+        True
+    """
+    import pandas as pd
+
+    from .benchmark.errors import ConfigError
+    from .benchmark.paths import POINTER
+
+    with tempfile.TemporaryDirectory(prefix="medprivbench-sweep-") as jobs:
+        code = "import sys; from medprivbench.benchmark.cli import main; sys.argv[0] = 'medprivbench'; main()"
+        args = [sys.executable, "-c", code, *overrides, f"hydra.sweep.dir={jobs}"]
+        done = subprocess.run(args, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            prefix = "medprivbench: error: "
+            message = next((line[len(prefix):] for line in lines if line.startswith(prefix)), None)
+            if message is not None:
+                raise ConfigError(message)
+            raise RuntimeError(f"the sweep failed (exit status {done.returncode}):\n" + "\n".join(lines[-20:]))
+        if not quiet:
+            print(done.stdout + done.stderr, end="")
+        folders = []
+        for pointer in sorted(Path(jobs).glob(f"*/{POINTER}")):
+            folder = json.loads(pointer.read_text())["sweep_dir"]
+            if folder not in folders:
+                folders.append(folder)
+    tables = [load_results(folder) for folder in folders]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def load_results(folder: str | Path) -> pd.DataFrame:
+    """The results table of a sweep folder (``results/<name>``): one row per complete run.
+
+    Read from the run records themselves (damaged or interrupted runs are left out), so it is
+    the table ``table.csv`` holds, also when that file is older than the runs.
+
+    Example::
+
+        >>> t = load_results("results/synthetic-cnn")  # doctest: +SKIP
+        >>> t.plot(x="epsilon", y="test_accuracy", logx=True)  # utility vs ε  # doctest: +SKIP
+    """
+    from .benchmark import store
+    from .benchmark.errors import ConfigError
+
+    folder = Path(folder)
+    if not (folder / "runs").is_dir():
+        raise ConfigError(f"{folder} is not a results folder (no runs/ inside); give results/<name> of a sweep")
+    return store.aggregate(folder)
+
+
+def report(folders: str | Path | Sequence[str | Path], out: str | Path | None = None, *,
+           show_reconstructions: bool = False) -> list[Path]:
+    """Rebuild the budget report of one sweep folder, or compare several side by side.
+
+    Same as ``medprivbench-report``; returns the files written (HTML, then Markdown).
+    Reconstructions of real patient images appear only with ``show_reconstructions=True``.
+
+    Example::
+
+        >>> report("results/synthetic-cnn")  # doctest: +SKIP
+        [PosixPath('results/synthetic-cnn/report.html'), PosixPath('results/synthetic-cnn/report.md')]
+    """
+    from .benchmark.report import build_report
+
+    paths = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
+    for folder in paths:
+        load_results(folder)  # the same one-line error for a folder that is not a sweep
+    return build_report(paths, out_dir=Path(out) if out is not None else None, show_reconstructions=show_reconstructions)
+
+
+def audit_outputs(
+    member: np.ndarray,
+    *,
+    logits: np.ndarray | None = None,
+    labels: np.ndarray | None = None,
+    losses: np.ndarray | None = None,
+    delta: float = 1e-5,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict:
+    """Membership attack on outputs you already have (no model, no retraining).
+
+    Give each sample's membership (``member``: True = in the training set) and either its
+    per-sample ``losses`` or its ``logits`` with ``labels`` (the loss is then the cross-entropy).
+    The loss-threshold attack scores each sample by −loss; returned are its ROC metrics (AUC,
+    TPR at 0.1 % and 1 % FPR, with bootstrap intervals at 1 − ``alpha``) and an empirical ε lower
+    bound at confidence 1 − ``alpha`` (threshold chosen on one half, counted on the other).
+
+    Example::
+
+        >>> import numpy as np
+        >>> rng = np.random.default_rng(0)
+        >>> member = rng.random(2000) < 0.5
+        >>> losses = rng.exponential(np.where(member, 0.5, 1.0))
+        >>> result = audit_outputs(member, losses=losses)
+        >>> 0.6 < result["auc"] < 0.75
+        True
+    """
+    import numpy as np
+
+    from .attacks.auditing import empirical_epsilon
+    from .attacks.membership import loss_attack
+    from .attacks.mia_metrics import roc_metrics
+    from .benchmark.errors import ConfigError
+
+    member = np.asarray(member)
+    if member.ndim != 1 or member.dtype.kind not in "bui" or not np.isin(member, (0, 1)).all():
+        raise ConfigError(f"member must be a 1-D array of 0/1 or booleans, one per sample; got shape {member.shape}, "
+                          f"dtype {member.dtype}")
+    member = member.astype(bool)
+    if member.all() or not member.any():
+        raise ConfigError("member must mark both members and non-members (found only one kind)")
+    if (losses is None) == (logits is None):
+        raise ConfigError("give either losses or logits (with labels), not both and not neither")
+    if losses is not None:
+        losses = np.asarray(losses, dtype=np.float64)
+        if losses.shape != member.shape:
+            raise ConfigError(f"losses has shape {losses.shape}; expected {member.shape}, one loss per sample")
+        if not np.isfinite(losses).all():
+            raise ConfigError(f"losses holds {int((~np.isfinite(losses)).sum())} NaN or infinite values; every loss must be finite")
+        scores = -losses
+    else:
+        logits = np.asarray(logits, dtype=np.float64)
+        if labels is None:
+            raise ConfigError("logits need labels (the true class of each sample)")
+        if logits.ndim != 2 or len(logits) != len(member):
+            raise ConfigError(f"logits has shape {logits.shape}; expected ({len(member)}, n_classes)")
+        if not np.isfinite(logits).all():
+            raise ConfigError(f"logits holds {int((~np.isfinite(logits)).sum())} NaN or infinite values; every logit must be finite")
+        try:
+            scores = loss_attack(logits, np.asarray(labels))
+        except ValueError as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from exc
+    metrics = roc_metrics(scores, member, seed=seed, confidence=1.0 - alpha)
+    bound = empirical_epsilon(scores, member, delta, alpha=alpha, seed=seed)
+    return {
+        "attack": "loss", "n_members": int(member.sum()), "n_nonmembers": int((~member).sum()),
+        "auc": metrics["auc"], "auc_ci": metrics["auc_ci"],
+        "tpr_at_0.1%fpr": metrics["tpr_at_fpr"][0], "tpr_at_1%fpr": metrics["tpr_at_fpr"][1],
+        "tpr_at_fpr_ci": metrics["tpr_at_fpr_ci"],
+        "epsilon_lb": bound["epsilon_lb"], "delta": delta, "alpha": alpha, "roc_curve": metrics["roc_curve"],
+    }
+
+
+def __getattr__(name: str):  # noqa: ANN202 - PEP 562: subpackages on first use (``medprivbench.attacks``)
+    if name in ("attacks", "benchmark", "datasets"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
