@@ -110,7 +110,7 @@ class AuditRunResult:
 
 
 def train_audit_run(
-    *, build: Callable[[int], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
+    *, build: Callable[[Streams], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, streams: Streams, device,
     score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, features: torch.Tensor | None = None,
