@@ -23,12 +23,14 @@ checks). The Gaussian-DP family is not offered: it does not bound subsampled mec
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from .one_run_analysis import OBSERVATIONS, one_run_bounds, simulate_ideal_canaries
+from .one_run_analysis import OBSERVATIONS, IdealisedRuns, analyse
 from .settings import Validated, choices, integer
+
+__all__ = ["ANALYSES", "GUESS_SHARES", "GradientCanaryAuditConfig", "IdealisedRuns", "analyse", "choose_guesses"]
 
 ANALYSES = ("steinke", "fdp_approx_dp", "fdp_dpsgd")
 # Candidate guess counts (k₊, k₋) as shares of m; the best on the idealised mechanism is used.
@@ -50,42 +52,6 @@ class GradientCanaryAuditConfig(Validated):
         if not self.observations or not self.analyses:
             raise ValueError("observations and analyses must each name at least one; "
                              f"choose from {', '.join(OBSERVATIONS)} and {', '.join(ANALYSES)}")
-
-
-@dataclass
-class IdealisedRuns:
-    """Simulations of the idealised mechanism with a run's claimed σ, q, T and m (no training)."""
-
-    sigma: float
-    sample_rate: float
-    steps: int
-    m: int
-    observation: str
-    n_simulations: int
-    seed: int
-    runs: list = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        rng = np.random.default_rng(self.seed)
-        self.runs = [simulate_ideal_canaries(self.m, self.sigma, self.sample_rate, self.steps, self.observation, rng)
-                     for _ in range(self.n_simulations)]
-
-    def bounds(self, k_plus: int, k_minus: int, *, delta: float, alpha: float, analyses) -> dict[str, list[float]]:
-        out: dict[str, list[float]] = {name: [] for name in analyses}
-        for scores, included in self.runs:
-            results = analyse(scores, included, delta=delta, alpha=alpha, k_plus=k_plus, k_minus=k_minus,
-                              sample_rate=self.sample_rate, steps=self.steps, analyses=analyses)
-            for name in analyses:
-                out[name].append(results[name]["epsilon_lb"])
-        return out
-
-
-def analyse(scores: np.ndarray, included: np.ndarray, *, delta: float, alpha: float, k_plus: int, k_minus: int,
-            sample_rate: float, steps: int, analyses) -> dict[str, dict]:
-    """The chosen analyses of one audit (each an ε lower bound at confidence 1 − α)."""
-    results = one_run_bounds(scores, included, delta=delta, k_plus=k_plus, k_minus=k_minus, alpha=alpha,
-                             sample_rate=sample_rate, steps=steps)
-    return {name: results[name] for name in analyses}
 
 
 def choose_guesses(ideal: IdealisedRuns, *, delta: float, alpha: float, analyses) -> tuple[int, int, dict[str, float]]:

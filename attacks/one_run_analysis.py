@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -393,6 +393,44 @@ def one_run_bounds(
     return results
 
 
+def analyse(scores: np.ndarray, included: np.ndarray, *, delta: float, alpha: float, k_plus: int, k_minus: int,
+            sample_rate: float, steps: int, analyses) -> dict[str, dict]:
+    """The chosen analyses of one audit (each an ε lower bound at confidence 1 − α)."""
+    results = one_run_bounds(scores, included, delta=delta, k_plus=k_plus, k_minus=k_minus, alpha=alpha,
+                             sample_rate=sample_rate, steps=steps)
+    return {name: results[name] for name in analyses}
+
+
+@dataclass
+class IdealisedRuns:
+    """Simulations of the idealised mechanism with a run's claimed σ, q, T and m (no training),
+    drawn once (one generator seeded with ``seed``) and analysed for any guess counts."""
+
+    sigma: float
+    sample_rate: float
+    steps: int
+    m: int
+    observation: str
+    n_simulations: int
+    seed: int
+    runs: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        self.runs = [simulate_ideal_canaries(self.m, self.sigma, self.sample_rate, self.steps, self.observation, rng)
+                     for _ in range(self.n_simulations)]
+
+    def bounds(self, k_plus: int, k_minus: int, *, delta: float, alpha: float, analyses) -> dict[str, list[float]]:
+        """Each analysis' ε lower bound on every simulated run."""
+        out: dict[str, list[float]] = {name: [] for name in analyses}
+        for scores, included in self.runs:
+            results = analyse(scores, included, delta=delta, alpha=alpha, k_plus=k_plus, k_minus=k_minus,
+                              sample_rate=self.sample_rate, steps=self.steps, analyses=analyses)
+            for name in analyses:
+                out[name].append(float(results[name]["epsilon_lb"]))
+        return out
+
+
 def ideal_ceiling(
     m: int,
     sigma: float,
@@ -408,9 +446,8 @@ def ideal_ceiling(
 ) -> dict[str, float]:
     """The analyses' ε lower bounds on the idealised mechanism: what a perfect white-box audit reaches.
 
-    Runs :func:`simulate_ideal_canaries` ``n_simulations`` times (one generator seeded with
-    ``seed``) and :func:`one_run_bounds` (with the run's q and T, so ``fdp_dpsgd`` included) on
-    each.
+    The :class:`IdealisedRuns` of (σ, q, T, m) analysed by every analysis of
+    :func:`one_run_bounds` (with the run's q and T, so ``fdp_dpsgd`` included).
 
     Returns:
         {"<analysis>_mean", "<analysis>_min", "<analysis>_max": ε lower bounds over the
@@ -418,15 +455,8 @@ def ideal_ceiling(
     """
     n_simulations = check_integer("n_simulations", n_simulations, 1)
     seed = check_integer("seed", seed, 0)
-    rng = np.random.default_rng(seed)
-    bounds_by_analysis: dict[str, list[float]] = {}
-    for _ in range(n_simulations):
-        scores, included = simulate_ideal_canaries(m, sigma, sample_rate, steps, observation, rng)
-        results = one_run_bounds(
-            scores, included, delta=delta, k_plus=k_plus, k_minus=k_minus, alpha=alpha, sample_rate=sample_rate, steps=steps
-        )
-        for name, result in results.items():
-            bounds_by_analysis.setdefault(name, []).append(float(result["epsilon_lb"]))
+    ideal = IdealisedRuns(sigma, sample_rate, steps, m, observation, n_simulations, seed)
+    bounds_by_analysis = ideal.bounds(k_plus, k_minus, delta=delta, alpha=alpha, analyses=["steinke", *FDP_ANALYSES])
     summary: dict[str, float] = {"n_simulations": float(n_simulations)}
     for name, values in bounds_by_analysis.items():
         summary[f"{name}_mean"] = float(np.mean(values))
