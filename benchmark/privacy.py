@@ -25,6 +25,8 @@ ACCOUNTANTS = ("prv", "rdp")
 RELATIVE_TOLERANCE = 1e-3  # the reached ε lies in [target·(1 − tol), target]
 ABSOLUTE_TOLERANCE = 0.01
 PRV_MAX_EPSILON = 50.0
+# The noise multipliers the σ search considers: a budget that needs σ outside is refused.
+SIGMA_RANGE = (1e-12, 1e6)
 
 
 @dataclass(frozen=True)
@@ -70,23 +72,21 @@ def _solve(target: float, delta: float, q: float, steps: int, accountant: str, h
         return math.log(e) - math.log(target) if 0 < e < math.inf else math.inf
 
     tol = max(ABSOLUTE_TOLERANCE, relative_tolerance * target)
+    log_min, log_max = (math.log(s) for s in SIGMA_RANGE)
     hi = math.log(hi_guess if hi_guess is not None else 1.0)
     f_hi = f(hi)
-    while not f_hi <= 0:  # ε too large (or not finite): more noise
-        hi += math.log(2.0)
-        if hi > math.log(1e6):
-            raise ConfigError(
-                f"privacy.epsilon={target:g} is not reachable with delta={delta:g} in {steps} steps at q={q:.4g}; "
-                "use a larger epsilon or fewer steps"
-            )
+    while not f_hi <= 0:  # ε too large (or not finite): more noise, up to the largest σ considered
+        if hi >= log_max:
+            raise _unreachable(target, delta, q, steps)
+        hi = min(hi + math.log(2.0), log_max)
         f_hi = f(hi)
     lo = hi - math.log(1.25 if hi_guess is not None else 2.0)
     f_lo = f(lo)
-    while f_lo <= 0:
+    while f_lo <= 0:  # ε already below target: less noise, down to the smallest σ considered
         hi, f_hi = lo, f_lo
-        lo -= math.log(2.0)
-        if lo < math.log(1e-12):
-            raise ConfigError(f"privacy.epsilon={target:g} needs σ below 1e-12; no finite noise resolves it")
+        if lo <= log_min:
+            raise _beyond_any_noise(target)
+        lo = max(lo - math.log(2.0), log_min)
         f_lo = f(lo)
     g_lo, g_hi = f_lo, f_hi  # interpolation weights (Illinois halves the one that stays put)
     side = 0
@@ -111,17 +111,25 @@ def _solve(target: float, delta: float, q: float, steps: int, accountant: str, h
     return NoiseSolution(sigma=sigma, epsilon=epsilon_spent(sigma, q, steps, delta, accountant), accountant=accountant)
 
 
+def _unreachable(epsilon: float, delta: float, sample_rate: float, steps: int) -> ConfigError:
+    return ConfigError(
+        f"privacy.epsilon={epsilon:g} is not reachable with delta={delta:g} in {steps} steps at q={sample_rate:.4g}; "
+        "use a larger epsilon or fewer steps"
+    )
+
+
+def _beyond_any_noise(epsilon: float) -> ConfigError:
+    return ConfigError(f"privacy.epsilon={epsilon:g} needs σ below {SIGMA_RANGE[0]:g}; no finite noise resolves it; "
+                       "use inf for a non-private run")
+
+
 def check_reachable(*, epsilon: float, delta: float, sample_rate: float, steps: int) -> None:
-    """Raise the solver's one-line error, before any job starts, when no σ in [1e-12, 1e6] gives
-    ``epsilon``: two RDP calls (RDP's ε bounds PRV's from above), no search."""
-    if epsilon_spent(1e6, sample_rate, steps, delta, "rdp") > epsilon:
-        raise ConfigError(
-            f"privacy.epsilon={epsilon:g} is not reachable with delta={delta:g} in {steps} steps at q={sample_rate:.4g}; "
-            "use a larger epsilon or fewer steps"
-        )
-    if epsilon_spent(1e-12, sample_rate, steps, delta, "rdp") <= epsilon:
-        raise ConfigError(f"privacy.epsilon={epsilon:g} needs σ below 1e-12; no finite noise resolves it; use inf for a "
-                          "non-private run")
+    """Raise the solver's one-line error, before any job starts, when no σ in :data:`SIGMA_RANGE`
+    gives ``epsilon``: two RDP calls at its ends (RDP's ε bounds PRV's from above), no search."""
+    if epsilon_spent(SIGMA_RANGE[1], sample_rate, steps, delta, "rdp") > epsilon:
+        raise _unreachable(epsilon, delta, sample_rate, steps)
+    if epsilon_spent(SIGMA_RANGE[0], sample_rate, steps, delta, "rdp") <= epsilon:
+        raise _beyond_any_noise(epsilon)
 
 
 def solve_noise_multiplier(*, epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str = "prv") -> NoiseSolution:
