@@ -94,11 +94,11 @@ def report_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .report import build_report
+    from .store import require_sweep_folder
 
     try:
         for folder in args.folders:
-            if not (folder / "runs").is_dir():
-                _fail(f"{folder} is not a results folder (no runs/ inside); give results/<name> of a sweep")
+            require_sweep_folder(folder)
         paths = build_report(args.folders, out_dir=args.out, show_reconstructions=args.show_reconstructions)
     except USER_ERRORS as exc:
         _fail(str(exc))

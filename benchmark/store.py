@@ -279,6 +279,16 @@ def iter_complete_runs(sweep_dir: Path):
         yield run_dir, record
 
 
+def require_sweep_folder(folder: Path) -> Path:
+    """``folder`` if it is a sweep's results folder (it holds runs/), else a one-line ConfigError."""
+    from .errors import ConfigError
+
+    folder = Path(folder)
+    if not (folder / "runs").is_dir():
+        raise ConfigError(f"{folder} is not a results folder (no runs/ inside); give results/<name> of a sweep")
+    return folder
+
+
 def aggregate(sweep_dir: Path) -> pd.DataFrame:
     """The sweep table: one row per complete run, from each record's flat ``summary``."""
     rows = []

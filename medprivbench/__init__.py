@@ -95,12 +95,8 @@ def load_results(folder: str | Path) -> pd.DataFrame:
         >>> t.plot(x="epsilon", y="test_accuracy", logx=True)  # utility vs ε  # doctest: +SKIP
     """
     from .benchmark import store
-    from .benchmark.errors import ConfigError
 
-    folder = Path(folder)
-    if not (folder / "runs").is_dir():
-        raise ConfigError(f"{folder} is not a results folder (no runs/ inside); give results/<name> of a sweep")
-    return store.aggregate(folder)
+    return store.aggregate(store.require_sweep_folder(Path(folder)))
 
 
 def report(folders: str | Path | Sequence[str | Path], out: str | Path | None = None, *,
@@ -116,10 +112,9 @@ def report(folders: str | Path | Sequence[str | Path], out: str | Path | None = 
         [PosixPath('results/synthetic-cnn/report.html'), PosixPath('results/synthetic-cnn/report.md')]
     """
     from .benchmark.report import build_report
+    from .benchmark.store import require_sweep_folder
 
-    paths = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-    for folder in paths:
-        load_results(folder)  # the same one-line error for a folder that is not a sweep
+    paths = [require_sweep_folder(Path(f)) for f in ([folders] if isinstance(folders, (str, Path)) else folders)]
     return build_report(paths, out_dir=Path(out) if out is not None else None, show_reconstructions=show_reconstructions)
 
 
