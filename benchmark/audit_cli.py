@@ -23,18 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from .errors import USER_ERRORS, ConfigError
+from .errors import USER_ERRORS, ConfigError, fail
 
 
 def _fail(message: str) -> None:
-    print(f"medprivbench-audit: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    fail("medprivbench-audit", message)
 
 
 def read_outputs(path: Path) -> dict[str, np.ndarray]:
@@ -96,22 +94,14 @@ def model_outputs(args) -> dict[str, np.ndarray]:  # noqa: ANN001 - argparse nam
     """Logits of the user's model on the raw training split (and the test split when needed)."""
     import torch
 
-    from medprivbench.datasets import load_imagefolder, load_medmnist, load_synthetic
+    from medprivbench.datasets import load_raw
 
-    from .config import ModelConfig
+    from .config import DatasetConfig, ModelConfig
     from .models import MODELS, build_model
     from .training import predict_logits
 
-    if args.dataset == "synthetic":  # the sweep's embedded dataset (configs/dataset/synthetic.yaml defaults)
-        from .config import DatasetConfig
-
-        d = DatasetConfig()
-        ds = load_synthetic(n_train=d.n_train, n_val=d.n_val, n_test=d.n_test, seed=d.generator_seed, image_size=args.size,
-                            label_noise=d.label_noise, rare_fraction=d.rare_fraction)
-    elif args.dataset == "imagefolder":
-        ds = load_imagefolder(root=Path(args.data_root).expanduser(), image_size=args.size)
-    else:
-        ds = load_medmnist(name=args.dataset, root=Path(args.data_root).expanduser(), size=args.size)
+    # the sweep's dataset settings (configs/dataset/), without de-duplication: indices stay the file's
+    ds = load_raw(DatasetConfig(name=args.dataset, root=str(args.data_root), size=args.size))
     member = read_members(args.members, len(ds.train_y))
     x, y, member_all = ds.train_x, ds.train_y, member
     if member.all():  # every training image was a member: the test split are the non-members

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from .config import register_configs
-from .errors import USER_ERRORS
+from .errors import USER_ERRORS, fail
 from .paths import CONFIG_DIR, POINTER
 
 
@@ -21,8 +21,7 @@ log = logging.getLogger("medprivbench")
 
 
 def _fail(message: str) -> None:
-    print(f"medprivbench: error: {message}", file=sys.stderr)
-    raise SystemExit(2)
+    fail("medprivbench", message)
 
 
 def launcher_threads(launcher, cpu_count: int) -> int | None:

@@ -1,5 +1,7 @@
 """Errors that reach the user as one line and a non-zero exit (see benchmark/cli.py)."""
 
+import sys
+
 from medprivbench.datasets.base import DataError
 
 
@@ -8,3 +10,9 @@ class ConfigError(ValueError):
 
 
 USER_ERRORS = (ConfigError, DataError)
+
+
+def fail(program: str, message: str) -> None:
+    """End a command with its one error line on stderr and exit status 2."""
+    print(f"{program}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -17,7 +17,7 @@ from .imagefolder import load_imagefolder
 from .medmnist import load_medmnist
 from .synthetic import load_synthetic
 
-__all__ = ["DataError", "DatasetInfo", "ImageDataset", "load_dataset"]
+__all__ = ["DataError", "DatasetInfo", "ImageDataset", "load_dataset", "load_raw"]
 
 
 def _stratified_subset(ds: ImageDataset, max_train: int, seed: int) -> ImageDataset:
@@ -34,7 +34,9 @@ def _stratified_subset(ds: ImageDataset, max_train: int, seed: int) -> ImageData
     return ds.train_subset(np.sort(np.concatenate(keep)))
 
 
-def load_dataset(cfg) -> ImageDataset:
+def load_raw(cfg) -> ImageDataset:
+    """The dataset ``cfg`` names, its splits exactly as the files hold them (image i of the
+    training split is the file's image i: what a user's own membership file refers to)."""
     name = str(cfg.name)
     if name == "synthetic":
         ds = load_synthetic(
@@ -48,7 +50,13 @@ def load_dataset(cfg) -> ImageDataset:
         )
     else:
         ds = load_medmnist(name=name, root=Path(cfg.root).expanduser(), size=cfg.size, download=cfg.download)
-    ds = drop_duplicates(ds)
+    return ds
+
+
+def load_dataset(cfg) -> ImageDataset:
+    """The dataset a run trains on: :func:`load_raw` without exact duplicates, optionally
+    subsampled (``max_train``), checked usable."""
+    ds = drop_duplicates(load_raw(cfg))
     if cfg.max_train is not None:
         ds = _stratified_subset(ds, int(cfg.max_train), cfg.generator_seed)
     check_usable(ds)
