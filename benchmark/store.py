@@ -204,32 +204,36 @@ def remove_stale_partials(partial: Path) -> None:
 
 def validate_run(run_dir: Path, *, check_hashes: bool = True) -> str | None:
     """None when ``run_dir`` is a complete, undamaged run; otherwise what is wrong, in a few words."""
-    run_dir = Path(run_dir)
+    return _check_run(Path(run_dir), check_hashes)[0]
+
+
+def _check_run(run_dir: Path, check_hashes: bool = True) -> tuple[str | None, dict | None]:
+    """(None, the parsed record) for a complete, undamaged run; (what is wrong, None) otherwise."""
     manifest_path = run_dir / MANIFEST
     if not manifest_path.is_file():
-        return "no completion manifest (the run was interrupted)"
+        return "no completion manifest (the run was interrupted)", None
     try:
         manifest = json.loads(manifest_path.read_text())
         files = manifest["files"]
     except (ValueError, KeyError, TypeError) as exc:
-        return f"unreadable manifest ({type(exc).__name__})"
+        return f"unreadable manifest ({type(exc).__name__})", None
     if METRICS not in files:
-        return "manifest lists no metrics.json"
+        return "manifest lists no metrics.json", None
     for rel, meta in files.items():
         p = run_dir / rel
         if not p.is_file():
-            return f"{rel} is missing"
+            return f"{rel} is missing", None
         if p.stat().st_size != meta.get("bytes"):
-            return f"{rel} has {p.stat().st_size} bytes, the manifest says {meta.get('bytes')} (truncated?)"
+            return f"{rel} has {p.stat().st_size} bytes, the manifest says {meta.get('bytes')} (truncated?)", None
         if check_hashes and sha256_file(p) != meta.get("sha256"):
-            return f"{rel} does not match its checksum"
+            return f"{rel} does not match its checksum", None
     try:  # a record whose checksums match but which does not parse is damage too
-        record = json.loads((run_dir / METRICS).read_text())
+        record = load_record(run_dir)
     except (ValueError, UnicodeDecodeError) as exc:
-        return f"{METRICS} does not parse ({type(exc).__name__})"
+        return f"{METRICS} does not parse ({type(exc).__name__})", None
     if not isinstance(record, dict) or not isinstance(record.get("summary"), dict) or "schema" not in record:
-        return f"{METRICS} is not a run record (no schema or summary)"
-    return None
+        return f"{METRICS} is not a run record (no schema or summary)", None
+    return None, record
 
 
 def quarantine(run_dir: Path, reason: str) -> Path:
@@ -267,11 +271,10 @@ def iter_complete_runs(sweep_dir: Path):
     if not runs.is_dir():
         return
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        problem = validate_run(run_dir)
+        problem, record = _check_run(run_dir)
         if problem is not None:
             log.warning("skipping %s: %s", run_dir, problem)
             continue
-        record = load_record(run_dir)
         if record.get("schema") != SCHEMA_VERSION:
             log.warning("skipping %s: recorded by another version of medprivbench (record schema %s, this version "
                         "reads %s); rerun the sweep to redo it", run_dir, record.get("schema"), SCHEMA_VERSION)
