@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 from .errors import USER_ERRORS, ConfigError
 from .paths import CONFIG_DIR
 
+# Launchers that run the jobs on this machine (Slurm and Ray send them elsewhere).
+LOCAL_LAUNCHERS = ("BasicLauncher", "JoblibLauncher", "LocalLauncher")
 # Hydra flags that do not run jobs (help, printing the config, shell completion …).
 INFO_FLAGS = ("-h", "--help", "--hydra-help", "--version", "-c", "--cfg", "--info", "-i", "--shell-completion", "-sc",
               "--resolve", "-p", "--package", "--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
@@ -153,6 +155,7 @@ def preflight(argv: list[str], config_dir: str) -> int:
                 base = compose("config", overrides=fixed, return_hydra_config=True)
                 params = OmegaConf.to_container(base.hydra.sweeper.get("params") or {}, resolve=False)
                 points = _sweep_points(job_overrides, params)
+                jobs_run_here = str(base.hydra.launcher.get("_target_", "")).endswith(LOCAL_LAUNCHERS)
             except USER_ERRORS:
                 raise
             except Exception as exc:
@@ -163,7 +166,7 @@ def preflight(argv: list[str], config_dir: str) -> int:
                     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
                 except Exception as exc:
                     raise ConfigError(_condense(exc)) from exc
-                validate_config(cfg)
+                validate_config(cfg, jobs_run_here=jobs_run_here)
                 validate_with_data(cfg, _training_size(cfg, sizes))
     finally:
         GlobalHydra.instance().clear()

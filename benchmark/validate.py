@@ -69,12 +69,13 @@ def check_output_location(results_root, name: str) -> None:
         raise ConfigError(f"results_root={text!r} cannot be written ({existing} is not a writable folder); choose another")
 
 
-def check_device(name: str) -> None:
-    """The device's spelling, and that it exists here (checked before any job starts)."""
+def check_device(name: str, *, jobs_run_here: bool = True) -> None:
+    """The device's spelling, and, when the jobs run on this machine, that it exists here. Jobs
+    that a launcher sends elsewhere (Slurm, Ray) find their GPU there; the job checks it then."""
     match = re.fullmatch(r"auto|cpu|cuda(?::(\d+))?", str(name))
     if not match:
         raise ConfigError(f"device={name!r} is not valid; use auto, cpu, cuda or cuda:N")
-    if str(name).startswith("cuda"):
+    if jobs_run_here and str(name).startswith("cuda"):
         import torch
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -84,8 +85,8 @@ def check_device(name: str) -> None:
             raise ConfigError(f"device={name!r} is not available: this machine has {where}; use auto or cpu")
 
 
-def validate_config(cfg) -> None:
-    """Checks that need no data."""
+def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
+    """Checks that need no data (``jobs_run_here``: the launcher runs the jobs on this machine)."""
     from .models import MODELS, check_options, grad_sample_mode
     from .privacy import ACCOUNTANTS
     from .progress import MODES
@@ -131,7 +132,7 @@ def validate_config(cfg) -> None:
     seed = cfg.seed
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
-    check_device(cfg.device)
+    check_device(cfg.device, jobs_run_here=jobs_run_here)
     from . import tracking
 
     tracking.check(cfg)

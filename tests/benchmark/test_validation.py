@@ -194,6 +194,14 @@ def test_bad_input_is_one_clear_line(tmp_path, case_id, overrides, build, messag
     assert "\n" not in text
 
 
+def test_a_gpu_is_looked_for_only_where_the_jobs_run():
+    # Slurm jobs run on the cluster's nodes: the submitting host needs no GPU of its own
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the Slurm launcher is in the scale extra")
+    assert preflight(["device=cuda:97", "hydra/launcher=slurm", "privacy.epsilon=8"], str(CONFIG_DIR)) == 1
+    with pytest.raises(USER_ERRORS, match="device='cuda:97' is not available"):
+        preflight(["device=cuda:97", "hydra/launcher=submitit_local", "privacy.epsilon=8"], str(CONFIG_DIR))
+
+
 @pytest.mark.parametrize("args", [["privacy.epsilon=1,8,-3"], ["model=vgg16"], ["privacy.delta=0.5"]])
 def test_command_line_exits_non_zero_with_one_line_and_writes_nothing(tmp_path, args):
     root = tmp_path / "results"
