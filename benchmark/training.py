@@ -223,6 +223,13 @@ def secure_gaussian(shape: torch.Size, std: float, dtype: torch.dtype, device) -
     return (total * (std / 2.0)).reshape(shape).to(dtype=dtype, device=device)
 
 
+def poisson_draw(n: int, sample_rate: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Indices of the n rows that join one Poisson-sampled step, each with probability q (``None``:
+    uniforms from the operating system, ``privacy.secure_rng``)."""
+    uniform = secure_uniform(n) if generator is None else torch.rand(n, generator=generator)
+    return torch.nonzero(uniform < sample_rate).reshape(-1)
+
+
 class PoissonBatches:
     """Poisson sampling, as DP-SGD's accountant assumes: at each step every one of the ``n``
     examples joins the batch independently with probability q. One pass = ``steps`` steps
@@ -241,15 +248,11 @@ class PoissonBatches:
     def __len__(self) -> int:
         return self.steps
 
-    def _draw(self, n: int, generator: torch.Generator | None) -> torch.Tensor:
-        uniform = secure_uniform(n) if generator is None else torch.rand(n, generator=generator)
-        return torch.nonzero(uniform < self.sample_rate).reshape(-1)
-
     def __iter__(self):
         for _ in range(self.steps):
-            idx = self._draw(self.n, self.generator)
+            idx = poisson_draw(self.n, self.sample_rate, self.generator)
             if self.extra:
-                idx = torch.cat([idx, self.n + self._draw(self.extra, self.extra_generator)])
+                idx = torch.cat([idx, self.n + poisson_draw(self.extra, self.sample_rate, self.extra_generator)])
             yield idx
 
 
@@ -309,7 +312,7 @@ class _Engine:
         if canary is not None:
             self.canaries.observe(self.optimizer)
         elif self.canaries is not None:  # no DP: the auditor sees exactly which canaries were sampled
-            drawn = torch.rand(self.canaries.n_rows, generator=self.canary_sampler) < self.sample_rate
+            drawn = poisson_draw(self.canaries.n_rows, self.sample_rate, self.canary_sampler)
             self.canaries.observe_plain(self.canaries.ids[drawn])
         return loss * len(idx), len(idx)
 
