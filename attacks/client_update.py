@@ -97,8 +97,9 @@ def _validate_dp_parameters(noise_multiplier: float, max_grad_norm: float) -> No
 
 
 def _validate_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
-    if images.ndim != 4 or not images.is_floating_point():
-        raise ValueError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; expected float (B, C, H, W)")
+    if images.ndim not in (4, 5) or not images.is_floating_point():
+        raise ValueError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; "
+                         "expected float (B, C, H, W), or (B, C, D, H, W) for volumes")
     if labels.shape != (images.shape[0],):
         raise ValueError(f"labels have shape {tuple(labels.shape)}; expected ({images.shape[0]},), one class index per image")
 
@@ -150,7 +151,7 @@ class ClientUpdate:
     """Everything the server observes of one client's step — never the images.
 
     ``gradients``: the DP-SGD update ḡ, one tensor per trainable parameter of the model in
-    ``named_parameters`` order; ``batch_size`` B; ``image_shape`` (C, H, W); the DP parameters
+    ``named_parameters`` order; ``batch_size`` B; ``image_shape`` (C, H, W) or (C, D, H, W); the DP parameters
     σ (``noise_multiplier``) and C (``max_grad_norm``, math.inf: no clipping), public in DP-SGD;
     ``labels`` (B,) when the threat model grants them, else None (the attacker infers them).
     """
@@ -167,8 +168,8 @@ class ClientUpdate:
         object.__setattr__(self, "image_shape", tuple(int(s) for s in self.image_shape))
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size={self.batch_size!r} is not valid; expected an integer ≥ 1")
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape={self.image_shape} is not valid; expected (C, H, W)")
+        if len(self.image_shape) not in (3, 4) or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape={self.image_shape} is not valid; expected (C, H, W), or (C, D, H, W) for volumes")
         _validate_dp_parameters(self.noise_multiplier, self.max_grad_norm)
         if self.labels is not None:
             labels = torch.as_tensor(self.labels, dtype=torch.long).detach()

@@ -2,10 +2,12 @@
 
 This module is the only place where ground truth meets an attack's output (the attacks in
 ``reconstruction.py`` and ``imprint.py`` never see the true images). Images are float arrays in
-[0, 1] (data range 1) of shape (B, C, H, W) or (B, H, W); torch tensors and NumPy arrays are
-accepted. Every metric is computed per image and returned as a float64 array of length B.
+[0, 1] (data range 1): 2D images of shape (B, C, H, W) or (B, H, W), or 3D volumes of shape
+(B, C, D, H, W) (a volume must carry its channel axis: four dimensions always mean 2D images);
+torch tensors and NumPy arrays are accepted. Every metric is computed per image (per volume: over
+all of its channels and voxels) and returned as a float64 array of length B.
 
-* MSE  = mean over pixels of (x − x̂)².
+* MSE  = mean over pixels (voxels) of (x − x̂)².
 * PSNR = 10 · log10(R² / MSE) dB with data range R = 1; +inf for identical images.
 * NCC  = ⟨x − x̄, x̂ − x̂̄⟩ / (‖x − x̄‖ · ‖x̂ − x̂̄‖), the mean-subtracted normalised
   cross-correlation (Pearson correlation of the pixels), in [−1, 1]; undefined when either image
@@ -14,12 +16,16 @@ accepted. Every metric is computed per image and returned as a float64 array of 
   assessment: from error visibility to structural similarity", IEEE TIP 13(4), 2004: local means,
   variances and covariance under an 11×11 Gaussian window (σ = 1.5, normalised), constants
   C1 = (K1·R)², C2 = (K2·R)² with K1 = 0.01, K2 = 0.03, R = 1, averaged over the positions where
-  the window fits inside the image; for C > 1 channels, the mean over channels. Computed by
-  MONAI's ``monai.metrics.compute_ssim_and_cs`` with exactly these settings; images must be at
-  least 11 pixels high and wide. MONAI computes in float32 (it casts its inputs) and forms the
-  variances as E[x²] − E[x]², which loses digits where the image is flat and bright: values agree
-  with a float64 evaluation of the same formula to 2e-4 on MedMNIST images and reconstructions of
-  them (typically 1e-5), and to 2e-3 at worst (two uniform images of grey levels 0.95 and 0.9).
+  the window fits inside the image; for C > 1 channels, the mean over channels. For volumes, the
+  standard 3D extension of the same index: the window is the 11×11×11 Gaussian (σ = 1.5 along
+  each axis, the product of three normalised 1D Gaussians), with the same constants, averaged over
+  the positions where the cube fits inside the volume. Computed by MONAI's
+  ``monai.metrics.compute_ssim_and_cs`` (``spatial_dims`` 2 or 3) with exactly these settings;
+  every spatial axis (H, W, and D for volumes) must be at least 11 long. MONAI computes in
+  float32 (it casts its inputs) and forms the variances as E[x²] − E[x]², which loses digits where
+  the image is flat and bright: values agree with a float64 evaluation of the same formula to
+  2e-4 on MedMNIST images and reconstructions of them (typically 1e-5), and to 2e-3 at worst (two
+  uniform images of grey levels 0.95 and 0.9); a noisy random volume agrees to 1e-6.
 
 Reconstructions are matched to true images one to one by the Hungarian algorithm
 (:func:`match_reconstructions`), as in breaching and Ziller et al. 2024, so an attack that returns
@@ -40,13 +46,17 @@ from scipy.optimize import linear_sum_assignment
 
 DATA_RANGE = 1.0
 
-# Wang et al. 2004 constants: an 11×11 Gaussian window of σ = 1.5, normalised to sum 1.
+# Wang et al. 2004 constants: an 11×11 (11×11×11 for volumes) Gaussian window of σ = 1.5,
+# normalised to sum 1.
 SSIM_SIGMA = 1.5
 SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 SSIM_WINDOW = 11
-# Image pairs per MONAI call: bounds the memory of its five filtered copies of the batch.
+# Pairs per MONAI call: at most SSIM_CHUNK pairs and at most SSIM_CHUNK_VOXELS voxels (channels
+# included) per side, which bounds the memory of its five filtered float32 copies of the chunk
+# (about 1 GiB at 2^24 voxels). A single volume larger than that is still scored, one per call.
 SSIM_CHUNK = 256
+SSIM_CHUNK_VOXELS = 2**24
 
 # ReRo@η defaults: a reconstruction counts as successful when PSNR ≥ 20 dB (equivalently
 # MSE ≤ 0.01), SSIM ≥ 0.5 or NCC ≥ 0.8. Override any of them with ``eta={"psnr": 30.0}``.
@@ -58,14 +68,18 @@ HIGHER_IS_BETTER: dict[str, bool] = {"psnr": True, "ssim": True, "mse": False, "
 
 # --------------------------------------------------------------------------------------------
 def as_image_batch(images, name: str = "images") -> np.ndarray:
-    """Validate and convert to a float64 array (B, C, H, W); (B, H, W) gains a channel axis."""
+    """Validate and convert to a float64 array (B, C, H, W) or (B, C, D, H, W).
+
+    (B, H, W) gains a channel axis and stays 2D; volumes must come as (B, C, D, H, W).
+    """
     if isinstance(images, torch.Tensor):
         images = images.detach().cpu().numpy()
     array = np.asarray(images, dtype=np.float64)
     if array.ndim == 3:
         array = array[:, None]
-    if array.ndim != 4:
-        raise ValueError(f"{name} has shape {array.shape}; expected (B, C, H, W) or (B, H, W)")
+    if array.ndim not in (4, 5):
+        raise ValueError(f"{name} has shape {array.shape}; expected 2D images (B, C, H, W) or (B, H, W), "
+                         f"or 3D volumes (B, C, D, H, W)")
     if array.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch; expected at least one image")
     if not np.isfinite(array).all():
@@ -82,9 +96,9 @@ def _pair(truth, recon) -> tuple[np.ndarray, np.ndarray]:
 
 # --------------------------------------------------------------------------------------------
 def mse(truth, recon) -> np.ndarray:
-    """Mean squared error per image."""
+    """Mean squared error per image (per volume), over all its channels and pixels (voxels)."""
     truth, recon = _pair(truth, recon)
-    return ((truth - recon) ** 2).mean(axis=(1, 2, 3))
+    return ((truth - recon) ** 2).reshape(len(truth), -1).mean(axis=1)
 
 
 def psnr_from_mse(mse_values: np.ndarray, data_range: float = DATA_RANGE) -> np.ndarray:
@@ -99,37 +113,51 @@ def psnr(truth, recon, *, data_range: float = DATA_RANGE) -> np.ndarray:
     return psnr_from_mse(mse(truth, recon), data_range)
 
 
-def ncc(truth, recon) -> np.ndarray:
-    """Mean-subtracted normalised cross-correlation per image, in [−1, 1] (0 if either is constant)."""
-    truth, recon = _pair(truth, recon)
-    a = truth.reshape(len(truth), -1)
-    b = recon.reshape(len(recon), -1)
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    denominator = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    numerator = (a * b).sum(axis=1)
-    out = np.zeros(len(a))
+def _centred_rows(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image (volume) flattened and mean-subtracted, one per row, and the rows' norms."""
+    rows = batch.reshape(len(batch), -1)
+    rows = rows - rows.mean(axis=1, keepdims=True)
+    return rows, np.linalg.norm(rows, axis=1)
+
+
+def _correlation(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerator / denominator clipped to [−1, 1]; 0 where the denominator is 0 (a constant image)."""
+    out = np.zeros_like(numerator)
     defined = denominator > 0
     out[defined] = numerator[defined] / denominator[defined]
     return np.clip(out, -1.0, 1.0)
 
 
+def ncc(truth, recon) -> np.ndarray:
+    """Mean-subtracted normalised cross-correlation per image, in [−1, 1] (0 if either is constant)."""
+    truth, recon = _pair(truth, recon)
+    (a, norm_a), (b, norm_b) = _centred_rows(truth), _centred_rows(recon)
+    return _correlation((a * b).sum(axis=1), norm_a * norm_b)
+
+
+def _ssim_chunk_size(item_shape: tuple[int, ...]) -> int:
+    """Pairs per MONAI call for items of ``item_shape`` (C, H, W) or (C, D, H, W)."""
+    return max(1, min(SSIM_CHUNK, SSIM_CHUNK_VOXELS // math.prod(item_shape)))
+
+
 def _ssim_pairs(truth: np.ndarray, recon: np.ndarray, data_range: float) -> np.ndarray:
-    """Gaussian-window SSIM (Wang et al. 2004) of each pair of two (B, C, H, W) batches.
+    """Gaussian-window SSIM (Wang et al. 2004) of each pair of two (B, C, H, W) or (B, C, D, H, W) batches.
 
     MONAI returns the SSIM map at every position where the window fits, per channel; its mean is
     the mean over channels of each channel's mean SSIM, since every channel has the same positions.
     """
     from monai.metrics import compute_ssim_and_cs  # imported here: importing MONAI takes seconds
 
+    spatial_dims = truth.ndim - 2
+    chunk = _ssim_chunk_size(truth.shape[1:])
     values = []
-    for start in range(0, len(truth), SSIM_CHUNK):
+    for start in range(0, len(truth), chunk):
         index_map, _ = compute_ssim_and_cs(
-            y_pred=torch.from_numpy(np.ascontiguousarray(recon[start : start + SSIM_CHUNK])),
-            y=torch.from_numpy(np.ascontiguousarray(truth[start : start + SSIM_CHUNK])),
-            spatial_dims=2,
-            kernel_size=(SSIM_WINDOW, SSIM_WINDOW),
-            kernel_sigma=(SSIM_SIGMA, SSIM_SIGMA),
+            y_pred=torch.from_numpy(np.ascontiguousarray(recon[start : start + chunk])),
+            y=torch.from_numpy(np.ascontiguousarray(truth[start : start + chunk])),
+            spatial_dims=spatial_dims,
+            kernel_size=(SSIM_WINDOW,) * spatial_dims,
+            kernel_sigma=(SSIM_SIGMA,) * spatial_dims,
             data_range=data_range,
             kernel_type="gaussian",
             k1=SSIM_K1,
@@ -140,15 +168,23 @@ def _ssim_pairs(truth: np.ndarray, recon: np.ndarray, data_range: float) -> np.n
 
 
 def ssim(truth, recon, *, data_range: float = DATA_RANGE) -> np.ndarray:
-    """Structural similarity (Wang et al. 2004; 11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03) per image."""
+    """Structural similarity (Wang et al. 2004; 11×11 Gaussian window, σ = 1.5, K1 = 0.01, K2 = 0.03) per image.
+
+    For volumes, the 3D extension: an 11×11×11 Gaussian window (σ = 1.5 on each axis), same constants.
+    """
     truth, recon = _pair(truth, recon)
     _check_ssim_size(truth.shape)
     return _ssim_pairs(truth, recon, data_range)
 
 
 def _check_ssim_size(shape: tuple[int, ...]) -> None:
-    if min(shape[-2:]) < SSIM_WINDOW:
-        raise ValueError(f"images of {shape[-2]}×{shape[-1]} pixels are too small for SSIM; its Gaussian window needs at least {SSIM_WINDOW}×{SSIM_WINDOW}")
+    """Every spatial axis of a (B, C, H, W) or (B, C, D, H, W) batch must hold the whole window."""
+    spatial = shape[2:]
+    if min(spatial) < SSIM_WINDOW:
+        axes = "D, H, W" if len(spatial) == 3 else "H, W"
+        window = "×".join([str(SSIM_WINDOW)] * len(spatial))
+        raise ValueError(f"{'volumes' if len(spatial) == 3 else 'images'} of shape {tuple(shape)} are too small for SSIM: "
+                         f"its {window} Gaussian window needs every spatial axis ({axes}) ≥ {SSIM_WINDOW}")
 
 
 METRICS: dict[str, Callable[..., np.ndarray]] = {"psnr": psnr, "ssim": ssim, "mse": mse, "ncc": ncc}
@@ -177,10 +213,9 @@ def pairwise_distance(truth, recon, metric: str = "mse") -> np.ndarray:
     if metric == "ssim":
         _check_ssim_size(truth.shape)
         return -np.stack([_ssim_pairs(np.broadcast_to(t, recon.shape), recon, DATA_RANGE) for t in truth])
-    n, m = len(truth), len(recon)
-    repeated_t = np.repeat(truth, m, axis=0)
-    tiled_r = np.tile(recon, (n, 1, 1, 1))
-    return -ncc(repeated_t, tiled_r).reshape(n, m)
+    # every pair's NCC from one product of the centred images: no n·m copies of the batch
+    (a, norm_a), (b, norm_b) = _centred_rows(truth), _centred_rows(recon)
+    return -_correlation(a @ b.T, np.outer(norm_a, norm_b))
 
 
 def match_reconstructions(truth, recon, metric: str = "mse") -> tuple[np.ndarray, np.ndarray]:
@@ -258,13 +293,28 @@ def reconstruction_report(truth, recon, *, eta: Optional[Mapping[str, float]] = 
 
 
 # --------------------------------------------------------------------------------------------
+VOLUME_VIEWS = ("axial", "coronal", "sagittal")
+
+
 def save_image_grid(truth, recon, path, *, title: Optional[str] = None, match_metric: str = "mse") -> Path:
     """Write a PNG: true images in the top row, their matched reconstructions (with PSNR) below.
 
     Reconstructions are matched to the true images first (:func:`match_reconstructions`), so a
     candidate set larger than the batch shows only the matched candidates (and a true image left
-    unmatched by a smaller set shows an empty panel).
+    unmatched by a smaller set shows an empty panel). A volume (C, D, H, W) is shown as its three
+    orthogonal mid-slices, one above the other: axial (the middle D slice), coronal (the middle H
+    slice) and sagittal (the middle W slice), in array order, without reorientation.
     """
+    fig = _grid_figure(truth, recon, title=title, match_metric=match_metric)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _grid_figure(truth, recon, *, title: Optional[str], match_metric: str):
+    """The figure :func:`save_image_grid` writes: one column per image; two rows (truth,
+    reconstruction) for images, six for volumes (truth's three mid-slices, then the reconstruction's)."""
     from matplotlib.figure import Figure  # drawn with Agg, no pyplot state or display needed
 
     truth_array = as_image_batch(truth, "truth")
@@ -274,26 +324,37 @@ def save_image_grid(truth, recon, path, *, title: Optional[str] = None, match_me
     matched: list[Optional[np.ndarray]] = [None] * n
     for r, c in zip(rows, cols):
         matched[int(r)] = recon_array[c]
-    fig = Figure(figsize=(1.4 * n + 0.4, 3.4))
-    axes = fig.subplots(2, n, squeeze=False)
+    volumes = truth_array.ndim == 5
+    panels = len(VOLUME_VIEWS) if volumes else 1
+    fig = Figure(figsize=(1.4 * n + 0.6, 1.6 * 2 * panels + 0.5))
+    axes = fig.subplots(2 * panels, n, squeeze=False)
     for k in range(n):
-        for row, image in enumerate((truth_array[k], matched[k])):
-            ax = axes[row, k]
-            if image is not None:
-                _show(ax, image)
-            ax.set_xticks([])
-            ax.set_yticks([])
+        for block, image in enumerate((truth_array[k], matched[k])):
+            views = _mid_slices(image) if volumes and image is not None else [image] * panels
+            for p, view in enumerate(views):
+                ax = axes[block * panels + p, k]
+                if view is not None:
+                    _show(ax, view)
+                ax.set_xticks([])
+                ax.set_yticks([])
         label = "unmatched" if matched[k] is None else f"{psnr(truth_array[k : k + 1], matched[k][None])[0]:.1f} dB"
-        axes[1, k].set_xlabel(label, fontsize=8)
-    axes[0, 0].set_ylabel("truth")
-    axes[1, 0].set_ylabel("reconstruction")
-    if title:
-        fig.suptitle(title)
+        axes[-1, k].set_xlabel(label, fontsize=8)
+    for block, name in enumerate(("truth", "reconstruction")):
+        for p in range(panels):
+            view = f"\n{VOLUME_VIEWS[p]}" if volumes else ""
+            axes[block * panels + p, 0].set_ylabel(f"{name}{view}", fontsize=8 if volumes else None)
+    caption = "each volume: axial / coronal / sagittal mid-slices" if volumes else None
+    heading = "\n".join(part for part in (title, caption) if part)
+    if heading:
+        fig.suptitle(heading, fontsize=10 if volumes else None)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return fig
+
+
+def _mid_slices(volume: np.ndarray) -> list[np.ndarray]:
+    """The axial, coronal and sagittal mid-slices (C, ·, ·) of a volume (C, D, H, W)."""
+    _, d, h, w = volume.shape
+    return [volume[:, d // 2], volume[:, :, h // 2], volume[:, :, :, w // 2]]
 
 
 def _show(ax, image: np.ndarray) -> None:

@@ -126,7 +126,7 @@ def _cutoffs(measured: np.ndarray, vector: np.ndarray, n_bins: int) -> np.ndarra
 class ImprintAttack:
     """Build the malicious model and read images out of the client's update to it.
 
-    ``image_shape`` (C, H, W); ``n_bins`` k, the total number of bins (split evenly over the
+    ``image_shape`` (C, H, W), or (C, D, H, W) for volumes; ``n_bins`` k, the total number of bins (split evenly over the
     measurements; each non-empty bin yields one candidate image); ``public_images`` (N, C, H, W) or (N, H, W)
     in [0, 1], the server's public data from which the cut-offs are set (quantiles of the
     measurement) and the change to the image is calibrated; ``measurement``: "mean" (v = 1/d, one
@@ -144,7 +144,7 @@ class ImprintAttack:
 
     def __init__(
         self,
-        image_shape: tuple[int, int, int],
+        image_shape: tuple[int, ...],
         n_bins: int,
         public_images,
         *,
@@ -155,8 +155,8 @@ class ImprintAttack:
         seed: int = 0,
     ):
         self.image_shape = tuple(int(s) for s in image_shape)
-        if len(self.image_shape) != 3 or min(self.image_shape) < 1:
-            raise ValueError(f"image_shape={image_shape} is not valid; expected (C, H, W)")
+        if len(self.image_shape) not in (3, 4) or min(self.image_shape) < 1:
+            raise ValueError(f"image_shape={image_shape} is not valid; expected (C, H, W), or (C, D, H, W) for volumes")
         if measurement not in MEASUREMENTS:
             raise ValueError(f"measurement={measurement!r} is not valid; choose one of {', '.join(MEASUREMENTS)}")
         if not (isinstance(n_measurements, int) and n_measurements >= 1):

@@ -72,11 +72,15 @@ GRADIENT_DISTANCES: dict[str, Callable[[Sequence[torch.Tensor], Sequence[torch.T
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
-    """Anisotropic total variation per trial: mean |Δx| + mean |Δy| over a (T, B, C, H, W) batch
-    (the TV prior of Geiping et al. 2020, as in their code)."""
-    dx = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
-    dy = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
-    return dx + dy
+    """Anisotropic total variation per trial: mean |Δx| + mean |Δy| (+ mean |Δz| for volumes) over a
+    (T, B, C, H, W) or (T, B, C, D, H, W) batch (the TV prior of Geiping et al. 2020, as in their
+    code, extended to 3D by the third axis' differences)."""
+    total = 0.0
+    for axis in range(3, images.ndim):
+        n = images.shape[axis]
+        step = images.narrow(axis, 1, n - 1) - images.narrow(axis, 0, n - 1)
+        total = total + step.abs().flatten(1).mean(1)
+    return total
 
 
 def _init_randn(shape, generator):

@@ -6,6 +6,7 @@ peak memory (max RSS; peak CUDA memory on a GPU) is its own.
 
 Phases:
   privacy-cost   per model and per-sample-gradient engine: DP-SGD step / non-private step
+                 (2D models on 28×28 images; with ``--volumes`` also the 3D CNN on 28³ volumes)
   training       target training and the shadow-model stage: samples/s, peak memory
   attacks        gradient-inversion iterations/s, imprint time, ReRo bound at κ = 1/N
   sweeps         wall time of the default sweep and (``--full``) of a full PneumoniaMNIST sweep
@@ -33,6 +34,8 @@ DEFAULT_MODELS = ("cnn", "scatternet", "resnet9", "resnet18", "densenet121")
 CPU_MODELS = ("cnn", "scatternet")
 # Batch sizes per model for the step-time measurement (the big ones are GPU models on CPU).
 STEP_BATCH = {"cnn": 256, "scatternet": 256, "resnet9": 32, "resnet18": 32, "densenet121": 16}
+# Volumes (28³, AdrenalMNIST3D's size): batch per model for the 3D step-time measurement.
+STEP_BATCH_3D = {"cnn": 64, "resnet9": 4, "resnet18": 4, "densenet121": 4}
 MODEL_SETTINGS = {
     "cnn": dict(width=16, activation="tanh", norm_groups=4),
     "scatternet": dict(width=32, activation="tanh", norm_groups=27),
@@ -69,7 +72,7 @@ def _model_cfg(name: str, mode: str = "auto"):
 class _Stepper:
     """One model set up for non-private (``mode`` None) or DP training with one engine."""
 
-    def __init__(self, name: str, mode: str | None, batch: int, device):
+    def __init__(self, name: str, mode: str | None, batch: int, device, spatial_dims: int = 2):
         import torch
         import torch.nn as nn
         from opacus import PrivacyEngine
@@ -78,9 +81,9 @@ class _Stepper:
         from .training import compute_features
 
         torch.manual_seed(0)
-        model = build_model(_model_cfg(name), in_channels=1, n_classes=2, image_size=28).to(device)
+        model = build_model(_model_cfg(name), in_channels=1, n_classes=2, image_size=28, spatial_dims=spatial_dims).to(device)
         frozen, self.trainable = split_frozen(model)
-        x = torch.rand(batch, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+        x = torch.rand(batch, 1, *(28,) * spatial_dims, generator=torch.Generator().manual_seed(1))
         y = torch.randint(0, 2, (batch,), generator=torch.Generator().manual_seed(2))
         if frozen is not None:
             x = compute_features(frozen, x, device)
@@ -124,7 +127,7 @@ class _Stepper:
         return t[len(t) // 2]
 
 
-def phase_privacy_cost(models: list[str], steps: int, device) -> list[dict]:
+def phase_privacy_cost(models: list[str], steps: int, device, volumes: bool = False) -> list[dict]:
     """DP step / non-private step per model and engine, timed in interleaved rounds.
 
     Every round times one step of each variant in turn, so that a slow moment of a shared
@@ -136,13 +139,16 @@ def phase_privacy_cost(models: list[str], steps: int, device) -> list[dict]:
     from .models import GRAD_SAMPLE_MODES, grad_sample_mode
 
     rows = []
-    for name in models:
-        batch = STEP_BATCH.get(name, 64)
-        variants: dict = {None: _Stepper(name, None, batch, device)}
+    cases = [(name, 2) for name in models]
+    if volumes:
+        cases += [(name, 3) for name in models if name in STEP_BATCH_3D]
+    for name, dims in cases:
+        batch = (STEP_BATCH if dims == 2 else STEP_BATCH_3D).get(name, 64)
+        variants: dict = {None: _Stepper(name, None, batch, device, dims)}
         errors = {}
         for mode in ("hooks",) + tuple(m for m in GRAD_SAMPLE_MODES if m != "hooks"):
             try:
-                variants[mode] = _Stepper(name, mode, batch, device)
+                variants[mode] = _Stepper(name, mode, batch, device, dims)
                 variants[mode].step(record=False)  # also surfaces engines that cannot run this model
             except Exception as exc:
                 variants.pop(mode, None)
@@ -155,10 +161,12 @@ def phase_privacy_cost(models: list[str], steps: int, device) -> list[dict]:
         for mode, stepper in variants.items():
             correct = reference is not None and all(
                 torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(stepper.first_update, reference))
-            rows.append({"model": name, "mode": mode, "batch": batch, "nonprivate_step_ms": 1e3 * base,
+            rows.append({"model": name, "input": "28³" if dims == 3 else "28²", "mode": mode, "batch": batch,
+                         "nonprivate_step_ms": 1e3 * base,
                          "dp_step_ms": 1e3 * stepper.median_s, "ratio": stepper.median_s / base,
                          "correct": bool(correct), "default": mode == grad_sample_mode(_model_cfg(name))})
-        rows += [{"model": name, "mode": mode, "batch": batch, "error": err} for mode, err in errors.items()]
+        rows += [{"model": name, "input": "28³" if dims == 3 else "28²", "mode": mode, "batch": batch, "error": err}
+                 for mode, err in errors.items()]
     return rows
 
 
@@ -279,6 +287,8 @@ def _run_phase(phase: str, args) -> dict:
            "--models", ",".join(args.models), "--steps", str(args.steps)]
     if args.full:
         cmd.append("--full")
+    if args.volumes:
+        cmd.append("--volumes")
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -293,12 +303,12 @@ def _print_report(results: dict) -> None:
           f"torch {env['torch']}, opacus {env['opacus']}")
     if "privacy-cost" in results:
         print("\nCost of privacy: DP-SGD step / non-private step (same batch, same machine, one run)")
-        print(f"  {'model':<12} {'engine':<10} {'batch':>5} {'non-private ms':>15} {'DP ms':>9} {'ratio':>6}  correct  default")
+        print(f"  {'model':<12} {'input':<5} {'engine':<10} {'batch':>5} {'non-private ms':>15} {'DP ms':>9} {'ratio':>6}  correct  default")
         for r in results["privacy-cost"]:
             if "error" in r:
-                print(f"  {r['model']:<12} {r['mode']:<10} {r['batch']:>5}   not supported: {r['error']}")
+                print(f"  {r['model']:<12} {r.get('input', '28²'):<5} {r['mode']:<10} {r['batch']:>5}   not supported: {r['error']}")
                 continue
-            print(f"  {r['model']:<12} {r['mode']:<10} {r['batch']:>5} {r['nonprivate_step_ms']:>15.1f} {r['dp_step_ms']:>9.1f} "
+            print(f"  {r['model']:<12} {r.get('input', '28²'):<5} {r['mode']:<10} {r['batch']:>5} {r['nonprivate_step_ms']:>15.1f} {r['dp_step_ms']:>9.1f} "
                   f"{r['ratio']:>6.2f}  {'yes' if r['correct'] else 'NO':<7}  {'<-' if r['default'] else ''}")
     if "training" in results and "error" not in results["training"]:
         t = results["training"]
@@ -335,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"{','.join(CPU_MODELS)} on a CPU)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (after 2 warm-up steps)")
     parser.add_argument("--full", action="store_true", help="also time a full PneumoniaMNIST sweep (about an hour on 2 cores)")
+    parser.add_argument("--volumes", action="store_true", help="privacy-cost: also the 3D models on 28³ volumes")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
@@ -350,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     args.models = [m for m in args.models.split(",") if m]
     if args.phase:  # child process: one phase, JSON on the last line of stdout
         if args.phase == "privacy-cost":
-            result = phase_privacy_cost(args.models, args.steps, device)
+            result = phase_privacy_cost(args.models, args.steps, device, volumes=args.volumes)
         elif args.phase == "training":
             result = phase_training(n_train=2000, epochs=3, num_models=4, device=device)
         elif args.phase == "attacks":

@@ -16,11 +16,12 @@ from hydra.core.config_store import ConfigStore
 
 @dataclass
 class DatasetConfig:
-    # "synthetic" (embedded, offline), "imagefolder" (your own images), or a 2D MedMNIST subset
-    # such as "pneumoniamnist" read from <root>/<name>.npz.
+    # "synthetic" / "synthetic3d" (embedded images / volumes, offline), "imagefolder" (your own
+    # images or volumes), or a MedMNIST subset such as "pneumoniamnist" or "adrenalmnist3d" read
+    # from <root>/<name>.npz.
     name: str = "synthetic"
     root: str = "${oc.env:MEDPRIVBENCH_DATA,'~/.medmnist'}"
-    size: int = 28  # MedMNIST file resolution (28, 64, 128, 224); image side for imagefolder
+    size: int = 28  # MedMNIST file resolution (2D: 28, 64, 128, 224; 3D: 28, 64); image or volume side for imagefolder, synthetic3d
     download: bool = False  # let the medmnist package fetch a missing file (needs network)
     # synthetic only: split sizes, label-noise rate and the generator seed
     n_train: int = 1000
@@ -34,6 +35,10 @@ class DatasetConfig:
     channels: int = 1
     test_fraction: float = 0.2
     real_patient_data: bool = True
+    # imagefolder volumes (NIfTI, DICOM) only: [lo, hi] clips intensities to this fixed window and
+    # maps lo → 0, hi → 1 (CT in Hounsfield units: [-1000, 1000]); None maps each volume's own
+    # minimum → 0 and maximum → 1
+    window: Optional[list[float]] = None
     # any dataset: keep at most this many training images (a stratified random subset), for quick runs
     max_train: Optional[int] = None
 

@@ -143,7 +143,8 @@ class Context:
         """
         torch.manual_seed(streams.seed_for("init"))
         info = self.ds.info
-        return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes, image_size=info.image_size[-1])
+        return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes,
+                           image_size=info.image_size[-1], spatial_dims=info.spatial_dims)
 
     @property
     def x_train(self) -> torch.Tensor:

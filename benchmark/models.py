@@ -5,8 +5,11 @@ so one sample's gradient depends on the others) and in-place operations on tenso
 backward hooks see (``out += identity``, ``ReLU(inplace=True)``). Every model here uses
 GroupNorm and out-of-place arithmetic; :func:`make_dp_compatible` converts third-party networks.
 
-Each builder takes ``(in_channels, n_classes, image_size, cfg)`` and returns an ``nn.Module``
-that maps float images in [0, 1] of shape (B, C, H, W) to logits (B, K).
+Each builder takes ``(in_channels, n_classes, image_size, cfg, spatial_dims)`` and returns an
+``nn.Module`` that maps float images in [0, 1] of shape (B, C, H, W), or volumes (B, C, D, H, W)
+where ``spatial_dims=3``, to logits (B, K). Every model but ScatterNet (a 2D transform) builds
+for volumes: the small CNN and ResNet-9 with 3D convolutions, ResNet-18 and DenseNet121 from
+MONAI's 3D networks.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 # by ``medprivbench-bench`` (benchmark/bench.py); tests/benchmark/test_models.py checks each
 # engine against brute-force per-sample gradients.
 FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks", "scatternet": "ew"}
+# Models that build for 2D images only.
+ONLY_2D = {"scatternet": "the scattering transform here is two-dimensional"}
 GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
 # Models whose feature extractor is fixed (never trained): only their head is trained, on features
 # computed once, so per-image augmentation cannot act.
@@ -71,10 +76,22 @@ def _groups(channels: int, wanted: int) -> int:
 POOLS = ("max", "avg")
 
 
-def _pool(cfg, size: int = 2) -> nn.Module:
-    """The downsampling layer that ``model.pool`` names (max or average over size×size windows)."""
+def _pool(cfg, size: int = 2, dims: int = 2) -> nn.Module:
+    """The downsampling layer that ``model.pool`` names (max or average over size^dims windows)."""
     check_options(cfg)
-    return nn.MaxPool2d(size) if cfg.pool == "max" else nn.AvgPool2d(size)
+    if cfg.pool == "max":
+        return (nn.MaxPool2d if dims == 2 else nn.MaxPool3d)(size)
+    return (nn.AvgPool2d if dims == 2 else nn.AvgPool3d)(size)
+
+
+def _conv(dims: int) -> type[nn.Module]:
+    return nn.Conv2d if dims == 2 else nn.Conv3d
+
+
+def _adaptive_pool(dims: int, kind: str, size: int) -> nn.Module:
+    if kind == "max":
+        return (nn.AdaptiveMaxPool2d if dims == 2 else nn.AdaptiveMaxPool3d)(size)
+    return (nn.AdaptiveAvgPool2d if dims == 2 else nn.AdaptiveAvgPool3d)(size)
 
 
 def _require(cfg, model: str, **fixed) -> None:
@@ -88,22 +105,37 @@ def _require(cfg, model: str, **fixed) -> None:
 
 # --------------------------------------------------------------------------------------------
 @register("cnn")
-def small_cnn(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
-    """Three conv stages (w, 2w, 2w channels) with GroupNorm, then a linear head: fast under DP."""
+def small_cnn(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
+    """Three conv stages (w, 2w, 2w channels) with GroupNorm, then a linear head: fast under DP.
+
+    For volumes the first convolution has stride 2 (as the stems of 3D ResNets do): a 3×3×3 stage
+    at full resolution costs 28× a 2D one at 28 px, and the stride makes the 3D CNN about ten
+    times cheaper (``medprivbench-bench --volumes``) at the cost of resolution.
+    """
     _require(cfg, "cnn", weight_standardization=False)
     w = cfg.width
     chans = (w, 2 * w, 2 * w)
+    conv = _conv(spatial_dims)
     layers: list[nn.Module] = []
     prev = in_channels
     for i, c in enumerate(chans):
-        layers += [nn.Conv2d(prev, c, 3, padding=1), nn.GroupNorm(_groups(c, cfg.norm_groups), c), _activation(cfg.activation)]
-        layers.append(_pool(cfg) if i < len(chans) - 1 else nn.AdaptiveAvgPool2d(2))
+        stride = 2 if (i == 0 and spatial_dims == 3) else 1
+        layers += [conv(prev, c, 3, padding=1, stride=stride), nn.GroupNorm(_groups(c, cfg.norm_groups), c),
+                   _activation(cfg.activation)]
+        layers.append(_pool(cfg, dims=spatial_dims) if i < len(chans) - 1 else _adaptive_pool(spatial_dims, "avg", 2))
         prev = c
-    layers += [nn.Flatten(), nn.Linear(prev * 4, n_classes)]
+    layers += [nn.Flatten(), nn.Linear(prev * 2**spatial_dims, n_classes)]
     return nn.Sequential(*layers)
 
 
 # --------------------------------------------------------------------------------------------
+def _standardised(w: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, w.ndim))
+    mean = w.mean(dim=dims, keepdim=True)
+    var = w.var(dim=dims, keepdim=True, unbiased=False)
+    return (w - mean) / torch.sqrt(var + 1e-5)
+
+
 class WSConv2d(nn.Conv2d):
     """Conv2d with weight standardisation (Qiao et al. 2019): each filter has zero mean, unit variance.
 
@@ -112,44 +144,52 @@ class WSConv2d(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight
-        mean = w.mean(dim=(1, 2, 3), keepdim=True)
-        var = w.var(dim=(1, 2, 3), keepdim=True, unbiased=False)
-        return F.conv2d(x, (w - mean) / torch.sqrt(var + 1e-5), self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(x, _standardised(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups)
 
 
-def _conv_block(c_in: int, c_out: int, cfg, pool: bool = False) -> nn.Sequential:
-    conv = (WSConv2d if cfg.weight_standardization else nn.Conv2d)(c_in, c_out, 3, padding=1, bias=False)
+class WSConv3d(nn.Conv3d):
+    """The 3D :class:`WSConv2d`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv3d(x, _standardised(self.weight), self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+def _conv_block(c_in: int, c_out: int, cfg, pool: bool = False, dims: int = 2) -> nn.Sequential:
+    if cfg.weight_standardization:
+        kind = WSConv2d if dims == 2 else WSConv3d
+    else:
+        kind = _conv(dims)
+    conv = kind(c_in, c_out, 3, padding=1, bias=False)
     layers = [conv, nn.GroupNorm(_groups(c_out, cfg.norm_groups), c_out), _activation(cfg.activation)]
     if pool:
-        layers.append(_pool(cfg))
+        layers.append(_pool(cfg, dims=dims))
     return nn.Sequential(*layers)
 
 
 class _Residual(nn.Module):
-    def __init__(self, channels: int, cfg):
+    def __init__(self, channels: int, cfg, dims: int = 2):
         super().__init__()
-        self.body = nn.Sequential(_conv_block(channels, channels, cfg), _conv_block(channels, channels, cfg))
+        self.body = nn.Sequential(_conv_block(channels, channels, cfg, dims=dims), _conv_block(channels, channels, cfg, dims=dims))
 
     def forward(self, x):
         return x + self.body(x)  # out of place: Opacus' hooks fail on in-place addition
 
 
 @register("resnet9")
-def resnet9(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+def resnet9(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
     """ResNet-9 (Myrtle/DAWNBench layout) with GroupNorm, as in Klause et al. 2022 and Ziller et al. 2024.
 
-    Channels w, 2w, 4w, 8w (w = 64 in the papers; ``model.width``).
+    Channels w, 2w, 4w, 8w (w = 64 in the papers; ``model.width``); 3D convolutions for volumes.
     """
-    w = cfg.width
+    w, d = cfg.width, spatial_dims
     return nn.Sequential(
-        _conv_block(in_channels, w, cfg),
-        _conv_block(w, 2 * w, cfg, pool=True),
-        _Residual(2 * w, cfg),
-        _conv_block(2 * w, 4 * w, cfg, pool=True),
-        _conv_block(4 * w, 8 * w, cfg, pool=True),
-        _Residual(8 * w, cfg),
-        nn.AdaptiveMaxPool2d(1) if cfg.pool == "max" else nn.AdaptiveAvgPool2d(1),
+        _conv_block(in_channels, w, cfg, dims=d),
+        _conv_block(w, 2 * w, cfg, pool=True, dims=d),
+        _Residual(2 * w, cfg, dims=d),
+        _conv_block(2 * w, 4 * w, cfg, pool=True, dims=d),
+        _conv_block(4 * w, 8 * w, cfg, pool=True, dims=d),
+        _Residual(8 * w, cfg, dims=d),
+        _adaptive_pool(d, cfg.pool, 1),
         nn.Flatten(),
         nn.Linear(8 * w, n_classes),
     )
@@ -171,13 +211,21 @@ def _out_of_place_bottleneck_forward(self, x):
     return self.relu(out + identity)
 
 
+def _out_of_place_monai_block_forward(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    out = self.act(self.bn1(self.conv1(x)))
+    out = self.bn2(self.conv2(out))
+    return self.act(out + identity)
+
+
 def make_dp_compatible(model: nn.Module, norm_groups: int = 32) -> nn.Module:
     """Make a third-party network trainable with Opacus.
 
     * BatchNorm → GroupNorm (Opacus' ModuleValidator.fix);
     * every ``inplace=True`` activation → out of place;
-    * torchvision residual blocks (``out += identity``) → out-of-place forward.
+    * torchvision and MONAI residual blocks (``out += identity``) → out-of-place forward.
     """
+    from monai.networks.nets.resnet import ResNetBlock
     from opacus.validators import ModuleValidator
     from torchvision.models.resnet import BasicBlock, Bottleneck
 
@@ -197,6 +245,8 @@ def make_dp_compatible(model: nn.Module, norm_groups: int = 32) -> nn.Module:
             module.forward = _out_of_place_basic_block_forward.__get__(module)
         elif isinstance(module, Bottleneck):
             module.forward = _out_of_place_bottleneck_forward.__get__(module)
+        elif isinstance(module, ResNetBlock):
+            module.forward = _out_of_place_monai_block_forward.__get__(module)
     errors = ModuleValidator.validate(model, strict=False)
     if errors:
         raise ConfigError(f"model still not DP-compatible after conversion: {errors[0]}")
@@ -204,11 +254,24 @@ def make_dp_compatible(model: nn.Module, norm_groups: int = 32) -> nn.Module:
 
 
 @register("resnet18")
-def resnet18(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
-    """torchvision ResNet-18, DP-compatible; small inputs (≤ 64 px) get a 3×3 stride-1 stem, no max-pool."""
+def resnet18(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
+    """torchvision ResNet-18, DP-compatible; small inputs (≤ 64 px) get a 3×3 stride-1 stem, no max-pool.
+
+    Volumes: MONAI's 3D ResNet-18 (``monai.networks.nets.resnet18(spatial_dims=3)``, the network of
+    the MedMNIST v2 3D baselines), GroupNorm instead of BatchNorm, a 3×3×3 stride-1 stem without
+    max-pool for volumes of ≤ 64 voxels a side.
+    """
+    _require(cfg, "resnet18", weight_standardization=False, activation="relu", width=64, pool="max")
+    if spatial_dims == 3:
+        from monai.networks.nets import resnet18 as monai_resnet18
+
+        small = image_size <= 64
+        net = monai_resnet18(spatial_dims=3, n_input_channels=in_channels, num_classes=n_classes,
+                             conv1_t_size=3 if small else 7, conv1_t_stride=1 if small else 2, no_max_pool=small,
+                             norm=("group", {"num_groups": cfg.norm_groups}), act=("relu", {"inplace": False}))
+        return make_dp_compatible(net, cfg.norm_groups)
     from torchvision.models import resnet18 as tv_resnet18
 
-    _require(cfg, "resnet18", weight_standardization=False, activation="relu", width=64, pool="max")
     model = tv_resnet18(weights=None, num_classes=n_classes)
     if image_size <= 64:
         model.conv1 = nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False)
@@ -227,18 +290,19 @@ class _MinSize(nn.Module):
 
     def forward(self, x):
         if x.shape[-1] < self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            dims = x.ndim - 2
+            x = F.interpolate(x, size=(self.size,) * dims, mode="bilinear" if dims == 2 else "trilinear", align_corners=False)
         return x
 
 
 @register("densenet121")
-def densenet121(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
-    """MONAI DenseNet121 (2D) with GroupNorm and out-of-place ReLU."""
+def densenet121(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
+    """MONAI DenseNet121 (2D, or 3D for volumes) with GroupNorm and out-of-place ReLU."""
     from monai.networks.nets import DenseNet121
 
     _require(cfg, "densenet121", weight_standardization=False, activation="relu", width=64, pool="max")
     net = DenseNet121(
-        spatial_dims=2, in_channels=in_channels, out_channels=n_classes,
+        spatial_dims=spatial_dims, in_channels=in_channels, out_channels=n_classes,
         act=("relu", {"inplace": False}), norm=("group", {"num_groups": cfg.norm_groups}),
     )
     return make_dp_compatible(nn.Sequential(_MinSize(32), net), cfg.norm_groups)
@@ -310,10 +374,22 @@ def split_frozen(model: nn.Module) -> tuple[nn.Module | None, nn.Module]:
     return (features, model.head) if features is not None else (None, model)
 
 
-def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int) -> nn.Module:
+def check_spatial_dims(name: str, spatial_dims: int) -> None:
+    """Reject a model that cannot take inputs of this dimensionality (preflight and build share it)."""
+    if spatial_dims not in (2, 3):
+        raise ConfigError(f"inputs with {spatial_dims} spatial dimensions are not supported; images are 2D, volumes 3D")
+    if spatial_dims == 3 and name in ONLY_2D:
+        able = ", ".join(sorted(m for m in MODELS if m not in ONLY_2D))
+        raise ConfigError(f"model={name!r} cannot train on volumes ({ONLY_2D[name]}); for 3D data choose one of {able}")
+
+
+def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int, spatial_dims: int = 2) -> nn.Module:
     if cfg.name not in MODELS:
         raise ConfigError(f"model={cfg.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
-    return MODELS[cfg.name](in_channels, n_classes, image_size, cfg)
+    check_spatial_dims(cfg.name, spatial_dims)
+    if spatial_dims == 2:
+        return MODELS[cfg.name](in_channels, n_classes, image_size, cfg)
+    return MODELS[cfg.name](in_channels, n_classes, image_size, cfg, spatial_dims=spatial_dims)
 
 
 def grad_sample_mode(cfg) -> str:

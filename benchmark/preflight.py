@@ -118,16 +118,23 @@ def check_overflow(overrides: list[str]) -> None:
                                   f"{' (or inf for a non-private run)' if key.endswith('epsilon') else ''}")
 
 
-def _training_size(cfg, cache: dict) -> int:
+def _training_size(cfg, cache: dict) -> tuple[int, int]:
+    """(training images, spatial dimensions) of the dataset ``cfg`` names; the embedded datasets'
+    are known without generating them, others are loaded once per distinct dataset setting."""
     from medprivbench.datasets import load_dataset
+    from medprivbench.datasets.medmnist import is_volume_subset
 
     key = OmegaConf.to_yaml(cfg.dataset)
     if key not in cache:
-        if cfg.dataset.name == "synthetic":  # size known without generating the images
+        if cfg.dataset.name in ("synthetic", "synthetic3d"):
             n = int(cfg.dataset.n_train)
-            cache[key] = min(n, int(cfg.dataset.max_train)) if cfg.dataset.max_train is not None else n
+            n = min(n, int(cfg.dataset.max_train)) if cfg.dataset.max_train is not None else n
+            cache[key] = (n, 3 if cfg.dataset.name == "synthetic3d" else 2)
         else:
-            cache[key] = load_dataset(cfg.dataset).n_train
+            ds = load_dataset(cfg.dataset)
+            cache[key] = (ds.n_train, ds.info.spatial_dims)
+            if cfg.dataset.name != "imagefolder" and ds.info.spatial_dims != (3 if is_volume_subset(cfg.dataset.name) else 2):
+                raise ConfigError(f"dataset.name={cfg.dataset.name!r}: its file holds {ds.info.spatial_dims}D data")
     return cache[key]
 
 
@@ -137,6 +144,7 @@ def preflight(argv: list[str], config_dir: str) -> int:
     from hydra.core.global_hydra import GlobalHydra
 
     from .config import register_configs
+    from .models import check_spatial_dims
     from .validate import validate_config, validate_with_data
 
     if any(a in INFO_FLAGS or a.split("=")[0] in INFO_FLAGS for a in argv):
@@ -167,7 +175,9 @@ def preflight(argv: list[str], config_dir: str) -> int:
                 except Exception as exc:
                     raise ConfigError(_condense(exc)) from exc
                 validate_config(cfg, jobs_run_here=jobs_run_here)
-                validate_with_data(cfg, _training_size(cfg, sizes))
+                n_train, spatial_dims = _training_size(cfg, sizes)
+                check_spatial_dims(cfg.model.name, spatial_dims)
+                validate_with_data(cfg, n_train)
     finally:
         GlobalHydra.instance().clear()
     return len(points)

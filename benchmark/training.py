@@ -142,20 +142,23 @@ def _optimizer(params, hp: dict) -> torch.optim.Optimizer:
 
 
 def augment(x: torch.Tensor, names: list[str], generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Random views of a batch: integer shifts of up to ``max_shift`` pixels (zero fill) and/or
-    horizontal flips, drawn independently per image."""
+    """Random views of a batch of images (B, C, H, W) or volumes (B, C, D, H, W): integer shifts
+    of up to ``max_shift`` pixels along every spatial axis (zero fill) and/or left–right flips
+    (of the last axis), drawn independently per image."""
+    n, spatial = len(x), x.shape[2:]
     if "hflip" in names:
-        flip = torch.rand(len(x), generator=generator) < 0.5
-        x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(-1), x)
+        flip = torch.rand(n, generator=generator) < 0.5
+        x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))).to(x.device), x.flip(-1), x)
     if "shift" in names:
-        n, _, h, w = x.shape
-        padded = nn.functional.pad(x, (max_shift,) * 4)
-        dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
-        rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1).expand(n, x.shape[1], h, w + 2 * max_shift)
-        x = torch.gather(padded, 2, rows)
-        cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w).expand(n, x.shape[1], h, w)
-        x = torch.gather(x, 3, cols)
+        x = nn.functional.pad(x, (max_shift,) * (2 * len(spatial)))
+        for axis, size in enumerate(spatial, start=2):
+            offset = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
+            shape = [n] + [1] * (x.ndim - 1)
+            shape[axis] = size
+            index = (offset.view(n, 1) + torch.arange(size, device=x.device)).view(shape)
+            out_shape = list(x.shape)
+            out_shape[axis] = size
+            x = torch.gather(x, axis, index.expand(out_shape))
     return x
 
 

@@ -99,6 +99,9 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
         _positive(cfg.dataset.max_train, "dataset.max_train", integer=True)
     for key in ("n_train", "n_test", "size"):
         _positive(cfg.dataset[key], f"dataset.{key}", integer=True)
+    if cfg.dataset.name == "synthetic3d" and not 11 <= cfg.dataset.size <= 64:
+        raise ConfigError(f"dataset.size={cfg.dataset.size!r} is not valid for synthetic3d; use 11 to 64 voxels a side "
+                          "(the 3D SSIM of reconstructions needs at least 11)")
     for key in ("label_noise", "rare_fraction"):
         if not 0 <= _number(cfg.dataset[key], f"dataset.{key}") < 1:
             raise ConfigError(f"dataset.{key}={cfg.dataset[key]!r} is not valid; use a share in [0, 1), e.g. 0.03")

@@ -1,7 +1,8 @@
 """Dataset loaders. Every loader returns an :class:`ImageDataset` (train/val/test arrays + metadata).
 
 ``load_dataset(cfg)`` picks the loader from ``cfg.name``: ``synthetic`` (embedded, offline),
-``imagefolder`` (your own images), anything else a 2D MedMNIST subset. Exact duplicates that
+``synthetic3d`` (embedded volumes), ``imagefolder`` (your own images or volumes), anything else a
+MedMNIST subset (2D, or 3D for names ending in ``3d``). Exact duplicates that
 would break membership ground truth are dropped, and an optional stratified subsample of the
 training split is taken (``max_train``).
 """
@@ -16,6 +17,7 @@ from .base import DataError, DatasetInfo, ImageDataset, check_usable, drop_dupli
 from .imagefolder import load_imagefolder
 from .medmnist import load_medmnist
 from .synthetic import load_synthetic
+from .synthetic3d import load_synthetic3d
 
 __all__ = ["DataError", "DatasetInfo", "ImageDataset", "load_dataset", "load_raw"]
 
@@ -38,7 +40,10 @@ def load_raw(cfg) -> ImageDataset:
     """The dataset ``cfg`` names, its splits exactly as the files hold them (image i of the
     training split is the file's image i: what a user's own membership file refers to)."""
     name = str(cfg.name)
-    if name == "synthetic":
+    if name == "synthetic3d":
+        ds = load_synthetic3d(n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.generator_seed,
+                              size=cfg.size, label_noise=cfg.label_noise)
+    elif name == "synthetic":
         ds = load_synthetic(
             n_train=cfg.n_train, n_val=cfg.n_val, n_test=cfg.n_test, seed=cfg.generator_seed,
             image_size=cfg.size, label_noise=cfg.label_noise, rare_fraction=cfg.rare_fraction,
@@ -47,6 +52,7 @@ def load_raw(cfg) -> ImageDataset:
         ds = load_imagefolder(
             root=Path(cfg.root).expanduser(), channels=cfg.channels, image_size=cfg.size,
             test_fraction=cfg.test_fraction, seed=cfg.generator_seed, real_patient_data=cfg.real_patient_data,
+            window=cfg.window,
         )
     else:
         ds = load_medmnist(name=name, root=Path(cfg.root).expanduser(), size=cfg.size, download=cfg.download)

@@ -1,6 +1,6 @@
 """The one structure every dataset loader returns, and the checks applied where data enters.
 
-Images are float32 arrays of shape (N, C, H, W) with values in [0, 1]; labels are int64 of shape (N,)
+Images are float32 arrays of shape (N, C, H, W), volumes (N, C, D, H, W), with values in [0, 1]; labels are int64 of shape (N,)
 with values 0 … K−1. Loaders validate once, here, so that training and attack code can trust
 their inputs (scikit-learn's "validate at the boundary" habit).
 """
@@ -24,13 +24,18 @@ class DatasetInfo:
     name: str
     task: str  # "binary" or "multiclass"
     n_channels: int
-    image_size: tuple[int, ...]  # spatial size, (H, W) for 2D
+    image_size: tuple[int, ...]  # spatial size, (H, W) for 2D, (D, H, W) for volumes
     class_names: tuple[str, ...]
     licence: str
     citation: str
     source: str  # where the data came from: a file path, a folder, or "generated (seed …)"
     real_patient_data: bool  # reconstructions of such images are patient data themselves
     duplicates_dropped: dict = field(default_factory=dict)
+
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes."""
+        return len(self.image_size)
 
     @property
     def n_classes(self) -> int:
@@ -88,13 +93,17 @@ class ImageDataset:
         )
 
 
-def to_float_images(images: np.ndarray, *, what: str) -> np.ndarray:
-    """Convert uint8 (0–255) or float ([0, 1]) images to float32 (N, C, H, W) in [0, 1].
+def to_float_images(images: np.ndarray, *, what: str, spatial_dims: int = 2) -> np.ndarray:
+    """Convert uint8 (0–255) or float ([0, 1]) images to float32 (N, C, *spatial) in [0, 1].
 
-    Accepts (N, H, W) grayscale, (N, H, W, C) channels-last with C in {1, 3}, or (N, C, H, W).
+    2D (``spatial_dims=2``): (N, H, W) grayscale, (N, H, W, C) channels-last with C in {1, 3}, or
+    (N, C, H, W). Volumes (``spatial_dims=3``): (N, D, H, W) single-channel or (N, C, D, H, W).
     """
     images = np.asarray(images)
-    if images.ndim not in (3, 4):
+    if spatial_dims == 3:
+        if images.ndim not in (4, 5):
+            raise DataError(f"{what}: volumes must have shape (N, D, H, W) or (N, C, D, H, W), got {images.shape}")
+    elif images.ndim not in (3, 4):
         raise DataError(
             f"{what}: images must have shape (N, H, W), (N, H, W, C) or (N, C, H, W), got {images.shape}"
         )
@@ -110,13 +119,18 @@ def to_float_images(images: np.ndarray, *, what: str) -> np.ndarray:
             raise DataError(f"{what}: float images must lie in [0, 1], got values in [{lo:g}, {hi:g}]")
     else:
         raise DataError(f"{what}: image dtype {images.dtype} is not supported; use uint8 (0-255) or float in [0, 1]")
-    if out.ndim == 3:
+    if out.ndim == spatial_dims + 1:
         out = out[:, None]
-    elif out.shape[-1] in (1, 3) and out.shape[1] not in (1, 3):
+    elif spatial_dims == 2 and out.shape[-1] in (1, 3) and out.shape[1] not in (1, 3):
         out = np.ascontiguousarray(out.transpose(0, 3, 1, 2))
     if out.shape[1] not in (1, 3):
         raise DataError(f"{what}: expected 1 or 3 channels, got shape {images.shape}")
     return np.ascontiguousarray(out)
+
+
+def spatial_dims_of(images: np.ndarray) -> int:
+    """2 for images (N, C, H, W), 3 for volumes (N, C, D, H, W)."""
+    return images.ndim - 2
 
 
 def to_labels(labels: np.ndarray, n_images: int, n_classes: int, *, what: str) -> np.ndarray:

@@ -1,6 +1,8 @@
-"""MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023) 2D subsets from the standard ``.npz`` files.
+"""MedMNIST v2 (Yang et al., Scientific Data 10:41, 2023) subsets from the standard ``.npz`` files.
 
-``<root>/<name>.npz`` (28×28) or ``<root>/<name>_<size>.npz`` (MedMNIST+ 64/128/224) holds
+2D subsets hold images (28×28, MedMNIST+ 64/128/224), the 3D subsets (names ending in ``3d``, e.g.
+``adrenalmnist3d``) volumes (28³, MedMNIST+ 64³). ``<root>/<name>.npz`` (size 28) or
+``<root>/<name>_<size>.npz`` holds
 ``train_images, train_labels, val_images, val_labels, test_images, test_labels`` (uint8). When the
 file is missing and ``download`` is true, the ``medmnist`` package (extra ``medprivbench[medmnist]``)
 fetches it into ``root``; without network access the error says where to put the file.
@@ -26,6 +28,13 @@ _FALLBACK_INFO = {
         "n_channels": 1,
         "source": "Kermany et al. 2018, Cell (paediatric chest X-ray)",
     },
+    "adrenalmnist3d": {
+        "task": "binary-class",
+        "label": {"0": "normal", "1": "hyperplasia"},
+        "license": "CC BY 4.0",
+        "n_channels": 1,
+        "source": "Zhongshan Hospital, Fudan University (adrenal gland shape masks from abdominal CT)",
+    },
     "breastmnist": {
         "task": "binary-class",
         "label": {"0": "malignant", "1": "normal, benign"},
@@ -47,12 +56,20 @@ def _medmnist_info(name: str) -> dict | None:
 
 
 def _known_subsets() -> list[str] | None:
-    """The 2D subsets the medmnist package knows, or None without the package."""
+    """The subsets (2D and 3D) the medmnist package knows, or None without the package."""
     try:
         from medmnist.info import INFO
     except Exception:
         return None
-    return sorted(k for k in INFO if not k.endswith("3d"))
+    return sorted(INFO)
+
+
+SIZES = {2: (28, 64, 128, 224), 3: (28, 64)}
+
+
+def is_volume_subset(name: str) -> bool:
+    """MedMNIST names its 3D subsets ``…3d``."""
+    return str(name).lower().endswith("3d")
 
 
 def medmnist_path(root: str | Path, name: str, size: int) -> Path:
@@ -93,11 +110,13 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool = False) -> ImageDataset:
     name = name.lower()
-    if name.endswith("3d"):
-        raise DataError(f"dataset.name={name!r} holds 3D volumes; the models here are 2D, choose a 2D MedMNIST subset")
+    dims = 3 if is_volume_subset(name) else 2
     known = _known_subsets()
     if known is not None and name not in known:
-        raise DataError(f"dataset.name={name!r} is not a MedMNIST subset; valid 2D subsets: {', '.join(known)}")
+        raise DataError(f"dataset.name={name!r} is not a MedMNIST subset; valid subsets: {', '.join(known)}")
+    if size not in SIZES[dims]:
+        kind = "3D subsets (volumes)" if dims == 3 else "2D subsets"
+        raise DataError(f"dataset.size={size} is not a MedMNIST size for {kind}; valid: {', '.join(map(str, SIZES[dims]))}")
     path = medmnist_path(root, name, size)
     if not path.exists():
         if not download:
@@ -115,17 +134,19 @@ def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool
             f"({', '.join(sorted(_SUPPORTED_TASKS))})"
         )
     sample = arrays["train_images"]
-    if name.endswith("3d") or (sample.ndim == 4 and sample.shape[-1] not in (1, 3)):
+    if dims == 2 and sample.ndim == 4 and sample.shape[-1] not in (1, 3):
         raise DataError(
-            f"{name}: images of shape {sample.shape[1:]} are 3D volumes; the models here are 2D, "
-            "choose a 2D MedMNIST subset"
+            f"{path}: images of shape {sample.shape[1:]} are 3D volumes, but {name!r} names a 2D subset; "
+            "3D MedMNIST subsets are named …3d"
         )
+    if dims == 3 and sample.ndim != 4:
+        raise DataError(f"{path}: {name!r} names a 3D subset but its images have shape {sample.shape[1:]}; expected (D, H, W)")
     n_from_labels = int(max(np.max(arrays[f"{s}_labels"]) for s in ("train", "val", "test"))) + 1
     label_names = meta.get("label") or {str(i): f"class {i}" for i in range(n_from_labels)}
     class_names = tuple(label_names[str(i)] for i in range(len(label_names)))
     splits = {}
     for split in ("train", "val", "test"):
-        x = to_float_images(arrays[f"{split}_images"], what=f"{path} {split}_images")
+        x = to_float_images(arrays[f"{split}_images"], what=f"{path} {split}_images", spatial_dims=dims)
         y = to_labels(arrays[f"{split}_labels"], len(x), len(class_names), what=f"{path} {split}_labels")
         splits[split] = (x, y)
     info = DatasetInfo(

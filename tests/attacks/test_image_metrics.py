@@ -2,14 +2,19 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.ndimage import gaussian_filter
 from scipy.signal import convolve2d
 
 from medprivbench.attacks.image_metrics import (
     DEFAULT_ETA,
+    _grid_figure,
+    as_image_batch,
     match_reconstructions,
     mse,
     ncc,
@@ -215,3 +220,149 @@ def test_image_grid_is_written(images, tmp_path):
     candidates = np.concatenate([images[::-1], np.zeros((2, *images.shape[1:]))])
     path = save_image_grid(images, candidates, tmp_path / "grid" / "recon.png", title="test")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# 3D volumes (B, C, D, H, W)
+@pytest.fixture(scope="module")
+def volumes() -> np.ndarray:
+    """Five smooth random volumes of 1 channel, 12×14×13 voxels, in [0, 1] and distinct."""
+    rng = np.random.default_rng(21)
+    raw = np.stack([gaussian_filter(rng.random((12, 14, 13)), sigma=1.5) for _ in range(5)])
+    low, high = raw.min(axis=(1, 2, 3), keepdims=True), raw.max(axis=(1, 2, 3), keepdims=True)
+    return ((raw - low) / (high - low))[:, None]
+
+
+def _reference_ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
+    """3D SSIM by brute force in float64: 11×11×11 Gaussian window (σ = 1.5), 'valid' positions, R = 1.
+
+    ``a``, ``b``: (D, H, W). Each local statistic is the window-weighted sum over the 11³ voxels
+    under the window, at every position where the cube fits inside the volume.
+    """
+    r = np.arange(11) - 5
+    g = np.exp(-(r**2) / (2 * 1.5**2))
+    window = g[:, None, None] * g[None, :, None] * g[None, None, :]
+    window /= window.sum()
+    filt = lambda z: np.einsum("dhwijk,ijk->dhw", sliding_window_view(z, (11, 11, 11)), window)  # noqa: E731
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = filt(a * a) - mu_a**2
+    var_b = filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(index.mean())
+
+
+def test_volumes_keep_their_shape_and_four_dimensions_stay_two_dimensional(volumes):
+    assert as_image_batch(volumes).shape == volumes.shape
+    assert as_image_batch(volumes[:, 0]).shape == volumes[:, 0].shape  # (B, C, H, W): 2D, never guessed 3D
+    assert as_image_batch(volumes[:, 0, 0]).shape == (5, 1, 14, 13)
+    with pytest.raises(ValueError, match=r"\(B, C, D, H, W\)"):
+        as_image_batch(volumes[None])
+
+
+def test_volume_psnr_of_a_constant_offset_has_its_closed_form(volumes):
+    shifted = volumes * 0.5 + 0.2
+    for delta in (0.01, 0.1):
+        assert np.allclose(psnr(shifted, shifted + delta), 10 * math.log10(1 / delta**2))
+        assert np.allclose(mse(shifted, shifted + delta), delta**2)
+        assert np.allclose(ncc(shifted, shifted + delta), 1.0)
+    assert np.all(np.isinf(psnr(volumes, volumes)))
+
+
+def test_volume_metrics_are_per_volume(volumes):
+    recon = volumes.copy()
+    recon[2] = np.clip(recon[2] + 0.1, 0, 1)  # only volume 2 differs
+    assert np.flatnonzero(mse(volumes, recon)).tolist() == [2]
+    expected = ((volumes[2] - recon[2]) ** 2).mean()
+    assert mse(volumes, recon)[2] == pytest.approx(expected, rel=1e-12)
+
+
+def test_volume_ssim_of_identical_and_inverted_volumes(volumes):
+    assert np.allclose(ssim(volumes, volumes), 1.0, atol=1e-6)
+    assert np.all(ssim(volumes, 1.0 - volumes) < 0.5)
+
+
+def test_volume_ssim_equals_a_float64_brute_force():
+    rng = np.random.default_rng(22)
+    truth = rng.random((2, 1, 12, 13, 14))
+    recon = np.clip(truth + 0.1 * rng.standard_normal(truth.shape), 0, 1)
+    reference = [_reference_ssim_3d(t[0], r[0]) for t, r in zip(truth, recon)]
+    assert np.allclose(ssim(truth, recon), reference, rtol=0, atol=1e-3)
+    assert np.allclose(ssim(truth, recon), reference, rtol=0, atol=TEXTURED_TOLERANCE)  # as tight as 2D
+
+
+def test_volume_ssim_of_several_channels_is_the_mean_over_channels():
+    rng = np.random.default_rng(23)
+    truth = rng.random((1, 2, 11, 12, 11))
+    recon = np.clip(truth + 0.1 * rng.standard_normal(truth.shape), 0, 1)
+    reference = np.mean([_reference_ssim_3d(t, r) for t, r in zip(truth[0], recon[0])])
+    assert ssim(truth, recon)[0] == pytest.approx(reference, abs=TEXTURED_TOLERANCE)
+
+
+@pytest.mark.parametrize("axis", [2, 3, 4])
+def test_volume_ssim_refuses_an_axis_shorter_than_the_window(volumes, axis):
+    short = np.take(volumes, range(10), axis=axis)
+    with pytest.raises(ValueError, match=re.escape(str(short.shape)) + ".*too small for SSIM"):
+        ssim(short, short)
+    with pytest.raises(ValueError, match="too small for SSIM"):
+        pairwise_distance(short, short, "ssim")
+
+
+def test_volume_ssim_chunks_are_bounded_by_voxels(volumes, monkeypatch):
+    from medprivbench.attacks import image_metrics
+
+    recon = np.clip(volumes + 0.05 * np.random.default_rng(24).standard_normal(volumes.shape), 0, 1)
+    whole = ssim(volumes, recon)
+    monkeypatch.setattr(image_metrics, "SSIM_CHUNK_VOXELS", 2 * volumes[0].size)  # two volumes per call
+    assert image_metrics._ssim_chunk_size(volumes.shape[1:]) == 2
+    assert np.allclose(ssim(volumes, recon), whole, rtol=0, atol=1e-12)
+    assert image_metrics._ssim_chunk_size((1, 512, 512, 512)) == 1  # larger than the bound: one at a time
+
+
+@pytest.mark.parametrize("metric", ["mse", "psnr", "ssim", "ncc"])
+def test_hungarian_matching_recovers_shuffled_volumes(volumes, metric):
+    permutation = np.random.default_rng(25).permutation(len(volumes))
+    noisy = np.clip(volumes[permutation] + 0.02 * np.random.default_rng(26).standard_normal(volumes.shape), 0, 1)
+    rows, cols = match_reconstructions(volumes, noisy, metric=metric)
+    assert np.array_equal(rows, np.arange(len(volumes)))
+    assert np.array_equal(permutation[cols], np.arange(len(volumes)))
+
+
+@pytest.mark.parametrize("metric", ["ssim", "ncc", "mse"])
+def test_volume_pairwise_distances_are_the_per_pair_metric(volumes, metric):
+    candidates = np.clip(volumes[::-1] + 0.05 * np.random.default_rng(27).standard_normal(volumes.shape), 0, 1)[:3]
+    score = {"ssim": ssim, "ncc": ncc, "mse": mse}[metric]
+    expected = [[score(t[None], c[None])[0] for c in candidates] for t in volumes]
+    sign = 1 if metric == "mse" else -1
+    assert np.allclose(sign * pairwise_distance(volumes, candidates, metric), expected, rtol=0, atol=1e-12)
+
+
+def test_volume_and_image_batches_do_not_mix(volumes):
+    with pytest.raises(ValueError, match="must agree"):
+        pairwise_distance(volumes, volumes[:, :, 0])
+
+
+def test_volume_grid_shows_three_mid_slices_per_volume(volumes, tmp_path):
+    from matplotlib.image import imread
+
+    candidates = np.concatenate([volumes[::-1][:3], np.zeros((1, *volumes.shape[1:]))])
+    volume_fig = _grid_figure(volumes[:3], candidates, title="3D", match_metric="mse")
+    image_fig = _grid_figure(volumes[:3, :, 6], candidates[:, :, 6], title="2D", match_metric="mse")
+    assert len(volume_fig.axes) == 3 * len(image_fig.axes) == 3 * 2 * 3
+    grid = np.array(volume_fig.axes).reshape(6, 3)  # rows: truth axial/coronal/sagittal, then the reconstruction's
+    assert [ax.get_ylabel() for ax in grid[:, 0]] == [f"{who}\n{view}" for who in ("truth", "reconstruction")
+                                                     for view in ("axial", "coronal", "sagittal")]
+    assert "axial / coronal / sagittal mid-slices" in volume_fig._suptitle.get_text()
+    # the panels hold the mid-slices: axial of volume 0 is its middle D slice, sagittal its middle W slice
+    assert np.array_equal(grid[0, 0].images[0].get_array(), volumes[0, 0, 6])
+    assert np.array_equal(grid[1, 1].images[0].get_array(), volumes[1, 0, :, 7])
+    assert np.array_equal(grid[2, 0].images[0].get_array(), volumes[0, 0, :, :, 6])
+    # volume 2's matched reconstruction is candidates[2], its exact copy: shown in the reconstruction rows
+    assert np.array_equal(grid[3, 2].images[0].get_array(), volumes[2, 0, 6])
+    assert np.array_equal(grid[5, 2].images[0].get_array(), volumes[2, 0, :, :, 6])
+
+    volume_png = save_image_grid(volumes[:3], candidates, tmp_path / "volumes.png", title="3D")
+    image_png = save_image_grid(volumes[:3, :, 6], candidates[:, :, 6], tmp_path / "images.png", title="2D")
+    assert volume_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imread(volume_png).shape[0] > 2.5 * imread(image_png).shape[0]  # three times the rows

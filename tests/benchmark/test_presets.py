@@ -15,7 +15,7 @@ PRESETS = sorted(p.stem for p in Path(CONFIGS, "experiment").glob("*.yaml"))
 
 
 def test_there_is_a_preset_per_real_dataset():
-    assert {"pneumoniamnist", "breastmnist"} <= set(PRESETS)
+    assert {"pneumoniamnist", "breastmnist", "adrenalmnist3d"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -33,7 +33,7 @@ def test_preset_selects_its_dataset_full_sizing_and_budgets(name):
 
 def test_preflight_sees_the_budgets_a_preset_declares(monkeypatch):
     seen = []
-    monkeypatch.setattr(pf, "_training_size", lambda cfg, cache: 1000)
+    monkeypatch.setattr(pf, "_training_size", lambda cfg, cache: (1000, 2))
     import medprivbench.benchmark.validate as v
     monkeypatch.setattr(v, "validate_with_data", lambda cfg, n: seen.append(float(cfg.privacy.epsilon)))
     assert pf.preflight(["experiment=breastmnist"], CONFIGS) == 6

@@ -106,7 +106,7 @@ INF_IMAGES[0, 0, 0] = np.inf
 
 # (id, overrides, builder of files in tmp_path -> dataset root or None, expected message fragment)
 CASES = [
-    ("unknown-dataset", ["dataset=cifar"], None, "dataset=cifar is not valid; choose one of breastmnist, imagefolder, medmnist"),
+    ("unknown-dataset", ["dataset=cifar"], None, "dataset=cifar is not valid; choose one of adrenalmnist3d, breastmnist, imagefolder, medmnist"),
     ("unknown-model", ["model=vgg16"], None, "model=vgg16 is not valid; choose one of cnn, densenet121, resnet18, resnet9"),
     ("unknown-attack", ["attack=[loss,shokri]"], None, "attack=shokri is not valid; choose one of audit"),
     ("unknown-accountant", ["privacy.accountant=gdp"], None, "privacy.accountant='gdp' is not valid; choose one of prv, rdp"),
@@ -133,8 +133,10 @@ CASES = [
     ("wrong-dtype", ["dataset=breastmnist"], lambda p: _npz(p, train_images=np.zeros((60, 28, 28), np.int32)), "image dtype int32 is not supported"),
     ("labels-out-of-range", ["dataset=breastmnist"], lambda p: _npz(p, train_labels=np.full((60, 1), 7)), "labels must lie in 0..1"),
     ("single-class", ["dataset=breastmnist"], lambda p: _npz(p, train_labels=np.zeros((60, 1), int)), "holds a single class"),
-    ("3d-volumes-to-2d-model", ["dataset=breastmnist"], _adrenal_as_2d, "are 3D volumes; the models here are 2D"),
-    ("3d-subset", ["dataset=medmnist", "dataset.name=adrenalmnist3d"], None, "holds 3D volumes; the models here are 2D"),
+    ("3d-volumes-under-a-2d-name", ["dataset=breastmnist"], _adrenal_as_2d, "are 3D volumes, but 'breastmnist' names a 2D subset"),
+    ("volumes-to-a-2d-only-model", ["dataset=synthetic3d", "model=scatternet"], None, "model='scatternet' cannot train on volumes"),
+    ("synthetic-volumes-too-small", ["dataset=synthetic3d", "dataset.size=8"], None, "dataset.size=8 is not valid for synthetic3d"),
+    ("3d-subset-size", ["dataset=adrenalmnist3d", "dataset.size=128"], None, "dataset.size=128 is not a MedMNIST size for 3D"),
     ("imagefolder-one-class", ["dataset=imagefolder"], lambda p: _png_folder(p, ["tumour"]), "a classifier needs at least two"),
     ("imagefolder-unreadable", ["dataset=imagefolder"], lambda p: _png_folder(p, ["a", "b"], broken=True), "scan.png: cannot read this image"),
     ("imagefolder-missing-root", ["dataset=imagefolder"], None, "dataset=imagefolder needs dataset.root"),

@@ -82,10 +82,10 @@ def test_truncated_npz_is_a_clear_error(tmp_path):
         load_medmnist(name="breastmnist", root=tmp_path)
 
 
-def test_3d_volumes_are_rejected_for_2d_models(tmp_path):
+def test_3d_subsets_load_as_volumes(tmp_path):
     src = shared_file("adrenalmnist3d.npz")
-    with pytest.raises(DataError, match="3D volumes"):
-        load_medmnist(name="adrenalmnist3d", root=src.parent)
+    ds = load_medmnist(name="adrenalmnist3d", root=src.parent)
+    assert ds.train_x.ndim == 5 and ds.info.spatial_dims == 3
 
 
 def _write_pngs(root, classes, n=4, size=12):
