@@ -177,8 +177,11 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
 
     from medprivbench.datasets.synthetic import load_synthetic
 
+    import numpy as np
+
     from .config import PrivacyConfig, TrainConfig
-    from .models import build_model, grad_sample_mode
+    from .experiment import ModelBuilder
+    from .models import grad_sample_mode
     from .shadow import train_pool
     from .streams import Streams
     from .training import effective_train, make_recipe, train
@@ -190,23 +193,27 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
     hp = effective_train(tcfg, 8.0)
     mode = grad_sample_mode(cfg_model)
 
-    def build(streams: Streams):
-        torch.manual_seed(streams.seed_for("init"))
-        return build_model(cfg_model, in_channels=1, n_classes=2, image_size=28)
-
+    build = ModelBuilder(OmegaConf.to_container(cfg_model), 1, 2, 28, 2)
     x, y = torch.from_numpy(ds.train_x), torch.from_numpy(ds.train_y)
     streams = Streams(0)
     target = train(build(streams), x, y, recipe=recipe, hp=hp, grad_sample_mode=mode, streams=streams, device=device)
-    start = time.perf_counter()
-    pool = train_pool(build=build, x=x, y=y, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
-                      x_population=torch.from_numpy(ds.val_x), y_population=ds.val_y, recipe=recipe, hp=hp,
-                      grad_sample_mode=mode, num_models=num_models, queries=["identity", "hflip"], streams=streams, device=device)
-    pool_wall = time.perf_counter() - start
-    pool_samples = int(pool.member.sum()) * epochs
+    # The shadow stage at 1, 2, … workers (one thread each; 1 worker: this process with torch's threads).
+    stages, reference = [], None
+    counts = [1] if device.type != "cpu" else sorted({1, *[w for w in (2, 4, 8, 16) if w <= (os.cpu_count() or 1)]})
+    for workers in counts:
+        start = time.perf_counter()
+        pool = train_pool(build=build, x=x, y=y, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
+                          x_population=torch.from_numpy(ds.val_x), y_population=ds.val_y, recipe=recipe, hp=hp,
+                          grad_sample_mode=mode, num_models=num_models, queries=["identity", "hflip"], streams=streams,
+                          device=device, workers=workers)
+        wall = time.perf_counter() - start
+        reference = pool.logits if reference is None else reference
+        stages.append({"workers": workers, "seconds": wall, "samples_per_s": int(pool.member.sum()) * epochs / wall,
+                       "max_abs_logit_difference_to_1_worker": float(np.abs(pool.logits - reference).max())})
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {"model": "cnn", "grad_sample_mode": mode, "n_train": n_train, "epochs": epochs,
             "target_samples_per_s": target.samples_per_s, "target_train_s": target.wall_time_s,
-            "shadow_models": num_models, "shadow_stage_s": pool_wall,
-            "shadow_stage_samples_per_s": pool_samples / pool_wall, **_peak_memory_mb(device)}
+            "shadow_models": num_models, "shadow_stages": stages, "peak_worker_rss_mb": children, **_peak_memory_mb(device)}
 
 
 def phase_attacks(device, n_train: int = 4690) -> dict:
@@ -314,8 +321,13 @@ def _print_report(results: dict) -> None:
         t = results["training"]
         print(f"\nTraining ({t['model']}, {t['grad_sample_mode']}, DP ε=8, N={t['n_train']}, {t['epochs']} epochs)")
         print(f"  target: {t['target_samples_per_s']:.0f} samples/s ({t['target_train_s']:.1f} s)")
-        print(f"  shadow stage: {t['shadow_models']} models in {t['shadow_stage_s']:.1f} s, {t['shadow_stage_samples_per_s']:.0f} samples/s")
-        print(f"  peak memory: {t['peak_rss_mb']:.0f} MB RSS" + (f", {t['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in t else ""))
+        for stage in t["shadow_stages"]:
+            same = "identical" if stage["max_abs_logit_difference_to_1_worker"] == 0 else \
+                f"max |Δ logit| {stage['max_abs_logit_difference_to_1_worker']:.2g} vs 1 worker"
+            print(f"  shadow stage, {stage['workers']} worker(s): {t['shadow_models']} models in {stage['seconds']:.1f} s, "
+                  f"{stage['samples_per_s']:.0f} samples/s ({same})")
+        print(f"  peak memory: {t['peak_rss_mb']:.0f} MB RSS, largest worker {t['peak_worker_rss_mb']:.0f} MB"
+              + (f", {t['peak_cuda_mb']:.0f} MB CUDA" if "peak_cuda_mb" in t else ""))
     if "attacks" in results and "error" not in results["attacks"]:
         a = results["attacks"]
         b = a["rero_bound"]

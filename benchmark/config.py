@@ -168,6 +168,9 @@ class Config:
     results_root: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
+    # Shadow (pool) models trained at once, in worker processes of one thread each: 0 = one per CPU
+    # core on a CPU (1 on a GPU). Results do not depend on it (benchmark/shadow.py).
+    shadow_workers: int = 0
     progress: str = "auto"  # auto (bars on a terminal) | on | off
     report: Any = field(default_factory=dict)
 

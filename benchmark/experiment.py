@@ -89,6 +89,22 @@ def versions() -> dict:
     }
 
 
+@dataclass(frozen=True)
+class ModelBuilder:
+    """Builds the run's architecture, its initial weights drawn from a model's ``init`` stream."""
+
+    model: dict  # the model settings (cfg.model as plain data)
+    in_channels: int
+    n_classes: int
+    image_size: int
+    spatial_dims: int
+
+    def __call__(self, streams: Streams) -> torch.nn.Module:
+        torch.manual_seed(streams.seed_for("init"))
+        return build_model(OmegaConf.create(self.model), in_channels=self.in_channels, n_classes=self.n_classes,
+                           image_size=self.image_size, spatial_dims=self.spatial_dims)
+
+
 @dataclass
 class Context:
     """What the stages of one experiment share."""
@@ -141,10 +157,14 @@ class Context:
         Seeding here (not relying on the global RNG's state) keeps every model identical whether
         a sweep runs whole, resumes after a crash, or runs its jobs in another order or process.
         """
-        torch.manual_seed(streams.seed_for("init"))
+        return self.model_builder(streams)
+
+    @property
+    def model_builder(self) -> "ModelBuilder":
+        """:meth:`build_model` as a small picklable object (what worker processes receive)."""
         info = self.ds.info
-        return build_model(self.cfg.model, in_channels=info.n_channels, n_classes=info.n_classes,
-                           image_size=info.image_size[-1], spatial_dims=info.spatial_dims)
+        return ModelBuilder(OmegaConf.to_container(self.cfg.model, resolve=True), info.n_channels, info.n_classes,
+                            info.image_size[-1], info.spatial_dims)
 
     @property
     def x_train(self) -> torch.Tensor:

@@ -23,7 +23,7 @@ from medprivbench.attacks import auditing, membership, mia_metrics
 from .errors import ConfigError
 from .progress import count_bar
 from .registry import ATTACKS, AttackSpec, register
-from .shadow import PoolResult, train_pool
+from .shadow import PoolResult, pool_workers, train_pool
 
 log = logging.getLogger("medprivbench")
 
@@ -55,10 +55,11 @@ class MembershipProtocol:
                  ctx.label, self.m)
         with count_bar(cfg.progress, f"{ctx.label} shadow models", total=self.m, unit="model") as bar:
             self.pool: PoolResult = train_pool(
-                build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
+                build=ctx.model_builder, x=ctx.x_train, y=ctx.y_train, x_test=torch.from_numpy(ds.test_x), y_test=ds.test_y,
                 x_population=torch.from_numpy(pop_x), y_population=pop_y, recipe=ctx.recipe, hp=ctx.hp,
                 grad_sample_mode=ctx.grad_sample_mode, num_models=self.m, queries=self.queries, streams=ctx.streams,
                 device=ctx.device, progress=bar, features=ctx.train_features,
+                workers=pool_workers(int(cfg.shadow_workers), self.m, ctx.device),
             )
         n_variants = sum(len(ATTACKS[name].variant_labels(s)) for name, s in ctx.settings.items()
                          if ATTACKS[name].family == "membership")

@@ -217,12 +217,17 @@ def reconstruction_columns(name: str, result: dict) -> dict:
 
 
 def _check_images(attribute: str):
-    """check_data: the attack cannot take more training images than there are."""
+    """check_data: the attack cannot take more training images than there are, and its SSIM needs
+    images (or volumes) of at least the window's 11 pixels a side."""
 
     def check(settings, cfg, n_train: int) -> None:
         n_images = getattr(settings, "n_images", None) or settings.batch_size * settings.n_batches
         if n_images > n_train:
             raise ConfigError(f"attack.{attribute}.n_images={n_images} is more than the {n_train} training images")
+        if int(cfg.dataset.size) < image_metrics.SSIM_WINDOW:
+            raise ConfigError(f"dataset.size={cfg.dataset.size} is too small for attack {attribute!r}: its SSIM needs at least "
+                              f"{image_metrics.SSIM_WINDOW} pixels a side; use dataset.size >= {image_metrics.SSIM_WINDOW} "
+                              "or leave the attack out")
 
     return check
 

@@ -15,6 +15,7 @@ batch size). Their ε is therefore the target's.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -56,25 +57,79 @@ def membership_matrix(num_models: int, n: int, rng: np.random.Generator) -> np.n
     return rng.random((num_models, n)) < 0.5
 
 
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the system says, else all)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def pool_workers(setting: int, num_models: int, device) -> int:
+    """Worker processes for the pool: ``shadow_workers`` (0 = automatic: one per CPU core on
+    a CPU, capped at M; a GPU trains the models one after another in this process)."""
+    if setting < 0:
+        raise ValueError(f"shadow_workers={setting} is not valid; use 0 (automatic) or a positive number")
+    if setting == 0:
+        setting = 1 if torch.device(device).type != "cpu" else cpu_cores()
+    return max(1, min(setting, num_models))
+
+
+def _train_member(m: int, build: Callable[[Streams], torch.nn.Module], x: np.ndarray, y: np.ndarray, idx: np.ndarray,
+                  x_test: np.ndarray, y_test: np.ndarray, x_population: np.ndarray, recipe: DPRecipe, hp: dict,
+                  grad_sample_mode: str, queries: list[str], streams: Streams, device, features: np.ndarray | None,
+                  threads: int | None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Pool model m: trained on rows ``idx`` from ``streams.of("pool", m)``; its logits on the
+    training and population images and its test accuracy. Runs in this process or a worker."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    tensor = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731  (workers get read-only memory maps)
+    x_t = tensor(x)
+    model_streams = streams.of("pool", m)
+    result = train(build(model_streams), x_t[idx], tensor(y)[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
+                   streams=model_streams, device=device, features=None if features is None else tensor(features)[idx])
+    logits = query_logits(result.model, x_t, queries, device).astype(np.float32)
+    population = query_logits(result.model, tensor(x_population), queries, device).astype(np.float32)
+    accuracy = float((predict_logits(result.model, tensor(x_test), device=device).argmax(1) == y_test).mean())
+    return logits, population, accuracy
+
+
 def train_pool(
     *, build: Callable[[Streams], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
     x_population: torch.Tensor, y_population: np.ndarray, recipe: DPRecipe, hp: dict, grad_sample_mode: str,
     num_models: int, queries: list[str], streams: Streams, device, progress: Callable | None = None,
-    features: torch.Tensor | None = None,
+    features: torch.Tensor | None = None, workers: int = 1,
 ) -> PoolResult:
     """Train the M pool models (role ``pool``, model m draws from ``streams.of("pool", m)``) and
-    query each on the training images and on the population images (a split none of them saw)."""
+    query each on the training images and on the population images (a split none of them saw).
+
+    ``workers`` > 1 trains that many models at once in worker processes (joblib's loky backend),
+    each with one thread: small models use one core poorly per thread, so M models on W cores
+    go faster side by side than one after another on all of them. Each model draws only from its
+    own streams, so its weights, and the records, do not depend on the number of workers (for a
+    fixed number of threads per model: a test compares one worker with two). ``build`` must then
+    pickle (``Context.model_builder``). Peak memory grows with W: each worker holds a copy of the
+    training images and one model.
+    """
     start = time.perf_counter()
     member = membership_matrix(num_models, len(y), streams.of("pool").numpy("membership"))
+    arrays = dict(x=x.numpy(), y=y.numpy(), x_test=x_test.numpy(), y_test=np.asarray(y_test),
+                  x_population=x_population.numpy(), features=None if features is None else features.numpy())
+    common = dict(build=build, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode, queries=queries,
+                  streams=streams, device=device, **arrays)
+    if workers <= 1:
+        results = (_train_member(m, idx=np.flatnonzero(member[m]), threads=None, **common) for m in range(num_models))
+    else:
+        from joblib import Parallel, delayed
+
+        parallel = Parallel(n_jobs=workers, backend="loky", return_as="generator")
+        results = parallel(delayed(_train_member)(m, idx=np.flatnonzero(member[m]), threads=1, **common)
+                           for m in range(num_models))
     logits, population, test_acc = [], [], []
-    for m in range(num_models):
-        idx = torch.from_numpy(np.flatnonzero(member[m]))
-        model_streams = streams.of("pool", m)
-        result = train(build(model_streams), x[idx], y[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                       streams=model_streams, device=device, features=None if features is None else features[idx])
-        logits.append(query_logits(result.model, x, queries, device).astype(np.float32))
-        population.append(query_logits(result.model, x_population, queries, device).astype(np.float32))
-        test_acc.append(float((predict_logits(result.model, x_test, device=device).argmax(1) == y_test).mean()))
+    for m, (model_logits, model_population, accuracy) in enumerate(results):
+        logits.append(model_logits)
+        population.append(model_population)
+        test_acc.append(accuracy)
         if progress is not None:
             progress(m + 1, num_models)
     return PoolResult(

@@ -40,7 +40,7 @@ MANIFEST = "COMPLETE.json"
 METRICS = "metrics.json"
 
 # Config keys that change where or how a run is reported, not what it computes.
-NON_SEMANTIC_KEYS = ("name", "results_root", "device", "num_threads", "progress", "report", "sizing", "logger")
+NON_SEMANTIC_KEYS = ("name", "results_root", "device", "num_threads", "shadow_workers", "progress", "report", "sizing", "logger")
 
 
 def canonical_json(obj: Any) -> str:

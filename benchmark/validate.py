@@ -99,9 +99,8 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
         _positive(cfg.dataset.max_train, "dataset.max_train", integer=True)
     for key in ("n_train", "n_test", "size"):
         _positive(cfg.dataset[key], f"dataset.{key}", integer=True)
-    if cfg.dataset.name == "synthetic3d" and not 11 <= cfg.dataset.size <= 64:
-        raise ConfigError(f"dataset.size={cfg.dataset.size!r} is not valid for synthetic3d; use 11 to 64 voxels a side "
-                          "(the 3D SSIM of reconstructions needs at least 11)")
+    if cfg.dataset.name == "synthetic3d" and not 8 <= cfg.dataset.size <= 64:
+        raise ConfigError(f"dataset.size={cfg.dataset.size!r} is not valid for synthetic3d; use 8 to 64 voxels a side")
     for key in ("label_noise", "rare_fraction"):
         if not 0 <= _number(cfg.dataset[key], f"dataset.{key}") < 1:
             raise ConfigError(f"dataset.{key}={cfg.dataset[key]!r} is not valid; use a share in [0, 1), e.g. 0.03")
@@ -143,6 +142,9 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
         raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
     if cfg.num_threads is not None:
         _positive(cfg.num_threads, "num_threads", integer=True)
+    workers = cfg.shadow_workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"shadow_workers={workers!r} is not valid; use 0 (one per CPU core) or a positive whole number")
     _validate_attacks(cfg)
 
 

@@ -37,7 +37,7 @@ ALPHA, BOUND_ALPHA, DELTA = 0.05, 0.0125, 1e-5
 
 def _cfg(num_models: int = M, queries=("identity",)):
     return OmegaConf.create({"membership": {"num_models": num_models, "queries": list(queries)},
-                             "privacy": {"delta": DELTA}, "progress": "off"})
+                             "privacy": {"delta": DELTA}, "progress": "off", "shadow_workers": 1})
 
 
 # ----------------------------------------------------------------------------- scores_table
@@ -175,6 +175,7 @@ class FakeContext:
     _shared: dict = field(default_factory=dict)
 
     build_model = staticmethod(_build)
+    model_builder = staticmethod(_build)
 
     @property
     def x_train(self) -> torch.Tensor:

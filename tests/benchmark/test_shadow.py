@@ -227,3 +227,45 @@ def test_audit_run_reuses_fixed_features_of_the_training_set(data, recorded_trai
     (call,) = recorded_training
     expected = torch.cat([features, feature_fn(torch.from_numpy(cx[result.included]))])
     assert torch.equal(call["features"], expected)
+
+
+def test_pool_trained_by_two_workers_is_bit_identical_to_one_after_another():
+    """Workers train each model from its own streams with one thread: the logits (and so every
+    membership score and record) equal those of a serial run with one thread."""
+    from omegaconf import OmegaConf
+
+    from medprivbench.benchmark.config import ModelConfig
+    from medprivbench.benchmark.experiment import ModelBuilder
+
+    builder = ModelBuilder(OmegaConf.to_container(OmegaConf.structured(ModelConfig(name="cnn", width=4))), 1, 2, 12, 2)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(48, 1, 12, 12, generator=g), torch.randint(0, 2, (48,), generator=g)
+    arrays = dict(x=x, y=y, x_test=x[:8], y_test=y[:8].numpy(), x_population=x[:6], y_population=y[:6].numpy())
+    hp = {**HP, "augmult": 1, "augmentations": ["shift", "hflip"]}  # augmentation draws from the model's streams too
+    pools = {}
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        for workers in (1, 2):
+            done = []
+            pools[workers] = shadow.train_pool(build=builder, **arrays, recipe=RECIPE, hp=hp, grad_sample_mode="ew",
+                                               num_models=3, queries=["identity", "hflip"], streams=Streams(5), device="cpu",
+                                               progress=lambda i, n: done.append(i), workers=workers)
+            assert done == [1, 2, 3]
+    finally:
+        torch.set_num_threads(threads)
+    assert np.array_equal(pools[1].member, pools[2].member)
+    assert np.array_equal(pools[1].logits, pools[2].logits)
+    assert np.array_equal(pools[1].population_logits, pools[2].population_logits)
+    assert pools[1].test_accuracy == pools[2].test_accuracy
+    assert not np.array_equal(pools[1].logits[0], pools[1].logits[1])  # the models do differ from each other
+
+
+def test_pool_workers_default_to_one_per_core_on_a_cpu_and_one_on_a_gpu(monkeypatch):
+    monkeypatch.setattr(shadow, "cpu_cores", lambda: 8)
+    assert shadow.pool_workers(0, 16, "cpu") == 8
+    assert shadow.pool_workers(0, 3, "cpu") == 3  # never more workers than models
+    assert shadow.pool_workers(0, 16, "cuda") == 1
+    assert shadow.pool_workers(2, 16, "cuda") == 2
+    with pytest.raises(ValueError, match="shadow_workers"):
+        shadow.pool_workers(-1, 16, "cpu")

@@ -167,10 +167,11 @@ def test_real_adrenalmnist3d_loads_with_official_split_sizes():
     assert big.train_x.shape[1:] == (1, 64, 64, 64)
 
 
-def test_preflight_refuses_a_2d_only_model_and_a_too_small_synthetic_volume(tmp_path):
+def test_preflight_refuses_a_2d_only_model_and_volumes_too_small(tmp_path):
     for args, message in (
         (["dataset=synthetic3d", "model=scatternet"], "model='scatternet' cannot train on volumes"),
-        (["dataset=synthetic3d", "dataset.size=8"], "dataset.size=8 is not valid for synthetic3d"),
+        (["dataset=synthetic3d", "dataset.size=6"], "dataset.size=6 is not valid for synthetic3d"),
+        (["dataset=synthetic3d", "dataset.size=8"], "dataset.size=8 is too small for attack 'gradient_inversion'"),
     ):
         result = run_cli([*args, f"results_root={tmp_path}", "progress=off"], timeout=120)
         assert result.returncode == 2
