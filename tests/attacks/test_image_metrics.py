@@ -41,6 +41,17 @@ def images() -> np.ndarray:
     return x[:, None].astype(np.float64) / 255.0
 
 
+def _ssim_index(filt, a: np.ndarray, b: np.ndarray) -> float:
+    """Wang et al.'s SSIM formula in float64, ``filt`` the normalised Gaussian window at 'valid' positions."""
+    mu_a, mu_b = filt(a), filt(b)
+    var_a = filt(a * a) - mu_a**2
+    var_b = filt(b * b) - mu_b**2
+    cov = filt(a * b) - mu_a * mu_b
+    c1, c2 = 0.01**2, 0.03**2
+    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    return float(index.mean())
+
+
 def _reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     """Wang et al. 2004 from the formula: 11×11 Gaussian window (σ = 1.5), 'valid' positions, R = 1.
 
@@ -52,13 +63,7 @@ def _reference_ssim(a: np.ndarray, b: np.ndarray) -> float:
     g = np.exp(-(r**2) / (2 * 1.5**2))
     window = np.outer(g, g) / np.outer(g, g).sum()
     filt = lambda z: convolve2d(z, window, mode="valid")  # noqa: E731
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a**2
-    var_b = filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(index.mean())
+    return _ssim_index(filt, a, b)
 
 
 def test_identical_images_are_perfect(images):
@@ -244,13 +249,7 @@ def _reference_ssim_3d(a: np.ndarray, b: np.ndarray) -> float:
     window = g[:, None, None] * g[None, :, None] * g[None, None, :]
     window /= window.sum()
     filt = lambda z: np.einsum("dhwijk,ijk->dhw", sliding_window_view(z, (11, 11, 11)), window)  # noqa: E731
-    mu_a, mu_b = filt(a), filt(b)
-    var_a = filt(a * a) - mu_a**2
-    var_b = filt(b * b) - mu_b**2
-    cov = filt(a * b) - mu_a * mu_b
-    c1, c2 = 0.01**2, 0.03**2
-    index = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    return float(index.mean())
+    return _ssim_index(filt, a, b)
 
 
 def test_volumes_keep_their_shape_and_four_dimensions_stay_two_dimensional(volumes):

@@ -63,15 +63,18 @@ def _brute_force_grads(model, x, y):
 
 
 @pytest.mark.parametrize(
-    "name, mode",
-    [("cnn", "hooks"), ("cnn", "ew"), ("cnn", "functorch"), ("resnet9", "hooks"), ("resnet9", "functorch")],
+    "name, mode, dims",
+    [("cnn", "hooks", 2), ("cnn", "ew", 2), ("cnn", "functorch", 2), ("resnet9", "hooks", 2), ("resnet9", "functorch", 2),
+     ("cnn", "hooks", 3), ("cnn", "ew", 3), ("cnn", "functorch", 3), ("resnet9", "functorch", 3)],
 )
-def test_per_sample_gradients_match_brute_force(name, mode):
+def test_per_sample_gradients_match_brute_force(name, mode, dims):
+    """Images (16²) and volumes (8³): each engine's per-sample gradients equal one backward pass per sample."""
     from opacus.grad_sample.utils import wrap_model
 
     torch.manual_seed(0)
-    model = build_model(_cfg(name), in_channels=1, n_classes=2, image_size=16)
-    x, y = torch.rand(4, 1, 16, 16), torch.tensor([0, 1, 1, 0])
+    side = 16 if dims == 2 else 8
+    model = build_model(_cfg(name), in_channels=1, n_classes=2, image_size=side, spatial_dims=dims)
+    x, y = torch.rand(4, 1, *(side,) * dims), torch.tensor([0, 1, 1, 0])
     expected = _brute_force_grads(model, x, y)
     gsm = wrap_model(model, grad_sample_mode=mode, loss_reduction="sum")
     nn.functional.cross_entropy(gsm(x), y, reduction="sum").backward()
