@@ -131,7 +131,7 @@ def test_help_describes_the_application_and_its_groups(tmp_path):
     result = run_cli(["--help"], cwd=tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith("medprivbench: train medical imaging classifiers under a sweep of DP-SGD")
-    assert "dataset: breastmnist, imagefolder, medmnist, pneumoniamnist, synthetic" in result.stdout
+    assert "dataset: adrenalmnist3d, breastmnist, imagefolder, medmnist, pneumoniamnist, synthetic, synthetic3d" in result.stdout
     assert "medprivbench-audit" in result.stdout and not any(tmp_path.iterdir())
 
 

@@ -96,10 +96,13 @@ def test_reconstruction_columns():
 ])
 def test_an_attack_cannot_take_more_training_images_than_there_are(name, settings, attacked):
     check = registry.ATTACKS[name].check_data
-    cfg = OmegaConf.create({})
+    cfg = OmegaConf.create({"dataset": {"size": 28}})
     check(settings, cfg, attacked)  # exactly enough
     with pytest.raises(ConfigError, match=rf"attack\.{name}\.n_images={attacked} is more than the {attacked - 1} training images"):
         check(settings, cfg, attacked - 1)
+    cfg.dataset.size = 10  # below the 11-pixel SSIM window
+    with pytest.raises(ConfigError, match=rf"dataset.size=10 is too small for attack '{name}'"):
+        check(settings, cfg, attacked)
 
 
 # ----------------------------------------------------------------------------- _summary and _matched
