@@ -168,9 +168,11 @@ class Config:
     results_root: str = "results"
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: Optional[int] = None  # torch CPU threads; None leaves torch's default
-    # Shadow (pool) models trained at once, in worker processes of one thread each: 0 = one per CPU
-    # core on a CPU (1 on a GPU). Results do not depend on it (benchmark/shadow.py).
-    shadow_workers: int = 0
+    # Shadow (pool) models trained at once, in worker processes of one thread each: 1 = one after
+    # another in this process; 0 = one per CPU core on a CPU (1 on a GPU). Results do not depend on
+    # it (benchmark/shadow.py). Workers pay off on long stages (3D: 1.16× on 2 cores) and lose on
+    # short ones (each imports torch), so the default stays serial.
+    shadow_workers: int = 1
     progress: str = "auto"  # auto (bars on a terminal) | on | off
     report: Any = field(default_factory=dict)
 

@@ -22,12 +22,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("MEDPRIVBENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # A sweep small enough for tests: a few hundred synthetic images, two epochs, the loss attack and
-# offline LiRA on four models, trained one after another.
+# offline LiRA on four models.
 TINY = [
     "dataset.n_train=300", "dataset.n_val=100", "dataset.n_test=200",
     "train.epochs=2", "train.batch_size=64", "train.nonprivate.batch_size=64", "train.nonprivate.epochs=null", "progress=off",
     "attack=[loss,lira]", "attack.lira.online=false", "membership.num_models=4",
-    "shadow_workers=1",  # the test workers already keep the cores busy
 ]
 
 
