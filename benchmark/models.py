@@ -350,7 +350,7 @@ class FrozenFeatureClassifier(nn.Module):
 
 
 @register("scatternet")
-def scatternet(in_channels: int, n_classes: int, image_size: int, cfg) -> nn.Module:
+def scatternet(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
     """ScatterNet + GroupNorm + small CNN head (Tramèr & Boneh 2021); ``width`` = head channels.
 
     The features are normalised per group of scattering channels (GroupNorm), as in the paper.
@@ -386,9 +386,7 @@ def check_spatial_dims(name: str, spatial_dims: int) -> None:
 def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int, spatial_dims: int = 2) -> nn.Module:
     if cfg.name not in MODELS:
         raise ConfigError(f"model={cfg.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
-    check_spatial_dims(cfg.name, spatial_dims)
-    if spatial_dims == 2:
-        return MODELS[cfg.name](in_channels, n_classes, image_size, cfg)
+    check_spatial_dims(cfg.name, spatial_dims)  # refuses volumes for the 2D-only models before they build
     return MODELS[cfg.name](in_channels, n_classes, image_size, cfg, spatial_dims=spatial_dims)
 
 

@@ -122,7 +122,6 @@ def _training_size(cfg, cache: dict) -> tuple[int, int]:
     """(training images, spatial dimensions) of the dataset ``cfg`` names; the embedded datasets'
     are known without generating them, others are loaded once per distinct dataset setting."""
     from medprivbench.datasets import load_dataset
-    from medprivbench.datasets.medmnist import is_volume_subset
 
     key = OmegaConf.to_yaml(cfg.dataset)
     if key not in cache:
@@ -131,10 +130,8 @@ def _training_size(cfg, cache: dict) -> tuple[int, int]:
             n = min(n, int(cfg.dataset.max_train)) if cfg.dataset.max_train is not None else n
             cache[key] = (n, 3 if cfg.dataset.name == "synthetic3d" else 2)
         else:
-            ds = load_dataset(cfg.dataset)
+            ds = load_dataset(cfg.dataset)  # a MedMNIST file whose dimensions contradict its name is refused there
             cache[key] = (ds.n_train, ds.info.spatial_dims)
-            if cfg.dataset.name != "imagefolder" and ds.info.spatial_dims != (3 if is_volume_subset(cfg.dataset.name) else 2):
-                raise ConfigError(f"dataset.name={cfg.dataset.name!r}: its file holds {ds.info.spatial_dims}D data")
     return cache[key]
 
 

@@ -83,7 +83,8 @@ def _train_member(m: int, build: Callable[[Streams], torch.nn.Module], x: np.nda
     training and population images and its test accuracy. Runs in this process or a worker."""
     if threads is not None:
         torch.set_num_threads(threads)
-    tensor = lambda a: torch.from_numpy(np.array(a, copy=True))  # noqa: E731  (workers get read-only memory maps)
+    # workers receive read-only memory maps, which torch cannot wrap; this process's arrays are used as they are
+    tensor = lambda a: torch.from_numpy(a if a.flags.writeable else np.array(a))  # noqa: E731
     x_t = tensor(x)
     model_streams = streams.of("pool", m)
     result = train(build(model_streams), x_t[idx], tensor(y)[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
