@@ -28,6 +28,13 @@ that linear program (checked against ``scipy.optimize.linprog`` in the tests).
 * T steps of Poisson-subsampled Gaussian DP-SGD at noise multiplier σ (:class:`DPSGDTradeoff`),
   computed numerically on the dominating pair of :mod:`medprivbench.attacks.bounds` so that it
   lies *below* the true curve: every test against it is conservative.
+
+**What a rejection shows.** Rejecting a curve f says the mechanism is not f-DP, whatever the
+mechanism is. Turning a rejected curve into an ε is another matter: for (ε, δ)-DP claims the
+rejected ε is a lower bound on ε for any mechanism; for a DP-SGD curve at (σ', q, T) its ε(δ) is a
+lower bound on ε only for a mechanism that is DP-SGD at that q and T (with some σ), since a
+mechanism of another shape can fail the curve and still have a smaller ε(δ). As a test of a
+training's claimed σ the DP-SGD test needs no such assumption.
 """
 
 from __future__ import annotations
@@ -326,7 +333,8 @@ class DPSGDTradeoff:
         attained at a vertex (x_k, y_k) of the piecewise-linear curve, so
         ε(δ) = max(0, max_k log((1 − y_k − δ)/x_k)) over the vertices with 1 − y_k > δ. The curve
         lies below the true one, so this is an upper estimate of the true ε(δ), within about 1e-3
-        of it at the default resolution.
+        of it at the default resolution. When this curve is rejected, the number is a lower bound
+        on ε only for a mechanism that is DP-SGD at the same q and T (see the module docstring).
         """
         gain = 1.0 - self.type_two - delta
         useful = gain > 0.0

@@ -11,10 +11,21 @@ holds with confidence 1 − α.
 **The idealised mechanism** (:func:`simulate_ideal_canaries`, DESIGN.md "Ideal white-box audit").
 Per step the auditor sees o_t = b_t + N(0, σ²), b_t ~ Bernoulli(q) for an included canary and 0
 otherwise. With all iterates the optimal score is the log-likelihood ratio Σ_t ℓ(o_t),
-ℓ(o) = log(1 − q + q·exp((2o − 1)/(2σ²))) (:func:`medprivbench.attacks.bounds.per_step_log_ratio`);
-with the final model only it is Σ_t o_t. No training is needed, so the analyses' bounds on it are
-the ceiling an empirical white-box audit with the same (σ, q, T, m, k₊, k₋) is measured against
-(:func:`ideal_ceiling`).
+ℓ(o) = log(1 − q + q·exp((2o − 1)/(2σ²))) (:func:`medprivbench.attacks.bounds.per_step_log_ratio`).
+The other observation (key ``final_model``) scores the sum of the updates Σ_t o_t: the last iterate
+of a canary block trained by plain SGD at a constant learning rate. It is not the final model of
+the recipe itself, whose momentum and learning-rate schedule weigh the steps differently. No
+training is needed, so the analyses' bounds on it are the ceiling an empirical white-box audit with
+the same (σ, q, T, m, k₊, k₋) is measured against (:func:`ideal_ceiling`).
+
+**What the ceiling means.** With all iterates the score is already the Neyman–Pearson optimal test
+of each canary, so no stronger attack on the same observation exists: a ceiling below the
+accountant's ε is what one run with m canaries, k₊ + k₋ guesses and level α can show, a limit of
+the one-run guessing game and its analysis, not a weakness of the attack. An empirical bound is
+read against the ceiling (bound ÷ ceiling); bound ÷ accountant ε is bounded by ceiling ÷
+accountant ε. The ceiling is an estimate: a mean over a few idealised runs (the spread is recorded
+with it), for guess counts chosen as the best of several on those same runs, so it is biased
+upward.
 
 **Analyses** (:func:`one_run_bounds`, one entry each in ``FDP_ANALYSES`` besides Steinke's):
 
@@ -31,7 +42,13 @@ are in :mod:`medprivbench.attacks.fdp`; this module runs the searches over each 
 
 What each family's ε means:
 
-* ``fdp_dpsgd`` is exact for DP-SGD: the trade-off curve of Poisson-subsampled Gaussian DP-SGD at
+* ``fdp_dpsgd`` tests claims "this training is DP-SGD at the run's (q, T) with noise multiplier
+  σ'". As a test of the claimed σ it is valid for any mechanism: a training that satisfies the
+  trade-off curve of DP-SGD at (σ, q, T) is rejected with probability at most α, whatever it is.
+  The ε it reports, ε(δ) of the least private rejected σ', is a lower bound on the training's ε
+  only if the training is DP-SGD at the claimed q and T (at some noise level): a mechanism of
+  another shape can fail that curve and still have a smaller ε(δ). Within that family the test
+  is conservative: the trade-off curve of Poisson-subsampled Gaussian DP-SGD at
   the run's (q, T) is symmetrised (the lower convex envelope of min(f, f⁻¹), add and remove) and
   discretised so that it lies *below* the true curve (the dominating pair of
   :mod:`medprivbench.attacks.bounds`), so each test is conservative. A larger σ' is a
@@ -39,7 +56,7 @@ What each family's ε means:
   neither is any σ' ≤ σ. The ε reported is ε(δ) of a σ' one grid step (0.5 %) more private than
   the least private rejected one: that claim is rejected too, and the step moves ε(δ) by more
   than the numerical error of computing it (about 1e-3), so the number stays at most the true
-  ε(δ) of the run.
+  ε(δ) of a run that is DP-SGD at (q, T).
 * ``fdp_approx_dp`` rejects (ε, δ)-DP claims directly: a lower bound on ε at δ for any mechanism,
   the f-DP counterpart of Steinke's analysis.
 * ``fdp_gdp`` rejects μ-GDP claims and converts the least private rejected μ to ε at δ with
@@ -79,10 +96,16 @@ from .fdp import (
 )
 
 OBSERVATIONS = ("all_iterates", "final_model")
+# What each observation is, in words for readers (the keys above stay the record's keys).
+OBSERVATION_LABELS = {
+    "all_iterates": "all iterates",
+    "final_model": "sum of updates (final model of plain constant-rate SGD)",
+}
 THREAT_MODEL = (
     "white-box canary audit: m gradient (Dirac) canaries, each included with probability 1/2 and sampled "
-    "like any example; the auditor sees every step's noisy update (all_iterates) or the final model "
-    "(final_model), fixes k+ 'included' and k- 'excluded' guesses before scoring, and is told how many are right"
+    "like any example; the auditor sees every step's noisy update (all_iterates) or only the sum of the "
+    "updates (final_model: the final model of plain SGD at a constant learning rate, not of the recipe's "
+    "momentum and schedule), fixes k+ 'included' and k- 'excluded' guesses before scoring, and is told how many are right"
 )
 
 # Draws per chunk of canaries when simulating all iterates: 2**21 float64 draws (16 MiB) per array.
@@ -126,8 +149,10 @@ def simulate_ideal_canaries(
     * ``all_iterates``: Σ_t ℓ(o_t), ℓ(o) = log(1 − q + q·exp((2o − 1)/(2σ²))), the log-likelihood
       ratio of "included" against "excluded" (Neyman–Pearson optimal); drawn step by step, in
       chunks of canaries so that memory stays near 100 MB whatever m·T;
-    * ``final_model``: Σ_t o_t, which is K + σ·√T·z with K ~ Binomial(T, q) (0 when excluded),
-      drawn in that form: the same law as the sum of the T steps.
+    * ``final_model``: the sum of the updates Σ_t o_t (the last iterate of plain SGD at a constant
+      learning rate; momentum or a learning-rate schedule would weigh the steps differently),
+      which is K + σ·√T·z with K ~ Binomial(T, q) (0 when excluded), drawn in that form: the
+      same law as the sum of the T steps.
 
     σ = 0 (no noise) scores every canary by K, the number of steps that sampled it, under both
     observations: finite, and ranking included canaries above excluded ones up to ties at 0.
@@ -279,10 +304,13 @@ def fdp_dpsgd_audit(r: int, v: int, m: int, delta: float, alpha: float, sample_r
     The ε reported is ε(δ) of the grid point one step *more* private than σ_b. The exact test is
     monotone in the claim, so that claim is rejected as well, and the step (a 0.5 % change of σ')
     moves ε(δ) by far more than the discretisation error of :meth:`DPSGDTradeoff.epsilon` (checked
-    in the tests): the number stays below the true ε(δ) of any run whose σ is not rejected. Where
-    that ε(δ) is too large for floating point (beyond about 700), more private grid points are
-    taken until it is not. When even the least private σ' of the range is rejected, the search
-    stops there (at_search_limit = True): still a valid bound, only not the largest one.
+    in the tests): the number stays below the true ε(δ) of any run that is DP-SGD at (q, T) with
+    a σ that is not rejected. The rejection of a claimed σ holds for any mechanism; the ε is a
+    lower bound on ε only for a training that is DP-SGD at the claimed q and T (see the module
+    docstring). Where that ε(δ) is too large for floating point (beyond about 700), more private
+    grid points are taken until it is not. When even the least private σ' of the range is
+    rejected, the search stops there (at_search_limit = True): still a valid bound, only not the
+    largest one, so the number is a limit of the search, not a measurement of the training.
 
     Returns:
         dict with epsilon_lb, sigma (the σ' whose ε is reported, inf if nothing is rejected),
@@ -401,6 +429,22 @@ def analyse(scores: np.ndarray, included: np.ndarray, *, delta: float, alpha: fl
     return {name: results[name] for name in analyses}
 
 
+def at_limit(result: dict) -> bool:
+    """Whether an analysis' bound is a limit of the analysis rather than a measurement.
+
+    True when every guess was right (v = r: the largest bound r guesses over m canaries allow, the
+    same whatever the training leaks beyond it) or when the σ' search of ``fdp_dpsgd`` stopped at
+    the edge of its range (``at_search_limit``). Such a number is still a valid lower bound.
+    """
+    return bool(result.get("at_search_limit", False)) or int(result["v"]) == int(result["r"])
+
+
+def spread(values) -> float:
+    """Sample standard deviation (ddof = 1) of the values; NaN for fewer than two."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.std(values, ddof=1)) if values.size >= 2 else math.nan
+
+
 @dataclass
 class IdealisedRuns:
     """Simulations of the idealised mechanism with a run's claimed σ, q, T and m (no training),
@@ -420,15 +464,20 @@ class IdealisedRuns:
         self.runs = [simulate_ideal_canaries(self.m, self.sigma, self.sample_rate, self.steps, self.observation, rng)
                      for _ in range(self.n_simulations)]
 
+    def results(self, k_plus: int, k_minus: int, *, delta: float, alpha: float, analyses) -> dict[str, list[dict]]:
+        """Each analysis' full result (bound, r, v, search flags) on every simulated run."""
+        out: dict[str, list[dict]] = {name: [] for name in analyses}
+        for scores, included in self.runs:
+            found = analyse(scores, included, delta=delta, alpha=alpha, k_plus=k_plus, k_minus=k_minus,
+                            sample_rate=self.sample_rate, steps=self.steps, analyses=analyses)
+            for name in analyses:
+                out[name].append(found[name])
+        return out
+
     def bounds(self, k_plus: int, k_minus: int, *, delta: float, alpha: float, analyses) -> dict[str, list[float]]:
         """Each analysis' ε lower bound on every simulated run."""
-        out: dict[str, list[float]] = {name: [] for name in analyses}
-        for scores, included in self.runs:
-            results = analyse(scores, included, delta=delta, alpha=alpha, k_plus=k_plus, k_minus=k_minus,
-                              sample_rate=self.sample_rate, steps=self.steps, analyses=analyses)
-            for name in analyses:
-                out[name].append(float(results[name]["epsilon_lb"]))
-        return out
+        found = self.results(k_plus, k_minus, delta=delta, alpha=alpha, analyses=analyses)
+        return {name: [float(result["epsilon_lb"]) for result in results] for name, results in found.items()}
 
 
 def ideal_ceiling(
@@ -444,22 +493,29 @@ def ideal_ceiling(
     n_simulations: int = 3,
     seed: int = 0,
 ) -> dict[str, float]:
-    """The analyses' ε lower bounds on the idealised mechanism: what a perfect white-box audit reaches.
+    """The analyses' ε lower bounds on the idealised mechanism: what one run with m canaries at level α can show.
 
     The :class:`IdealisedRuns` of (σ, q, T, m) analysed by every analysis of
-    :func:`one_run_bounds` (with the run's q and T, so ``fdp_dpsgd`` included).
+    :func:`one_run_bounds` (with the run's q and T, so ``fdp_dpsgd`` included). With all iterates
+    the score is the optimal test, so these are the most the one-run analyses show at these
+    (m, k₊, k₋, α), not the bound of a stronger attack.
 
     Returns:
-        {"<analysis>_mean", "<analysis>_min", "<analysis>_max": ε lower bounds over the
-        simulations, for steinke, fdp_gdp, fdp_approx_dp, fdp_dpsgd; "n_simulations"}.
+        {"<analysis>_mean", "<analysis>_min", "<analysis>_max", "<analysis>_sd" (sample standard
+        deviation, NaN for one simulation), "<analysis>_at_limit" (share of the simulations whose
+        bound is a limit of the analysis, :func:`at_limit`): ε lower bounds over the simulations,
+        for steinke, fdp_gdp, fdp_approx_dp, fdp_dpsgd; "n_simulations"}.
     """
     n_simulations = check_integer("n_simulations", n_simulations, 1)
     seed = check_integer("seed", seed, 0)
     ideal = IdealisedRuns(sigma, sample_rate, steps, m, observation, n_simulations, seed)
-    bounds_by_analysis = ideal.bounds(k_plus, k_minus, delta=delta, alpha=alpha, analyses=["steinke", *FDP_ANALYSES])
+    found = ideal.results(k_plus, k_minus, delta=delta, alpha=alpha, analyses=["steinke", *FDP_ANALYSES])
     summary: dict[str, float] = {"n_simulations": float(n_simulations)}
-    for name, values in bounds_by_analysis.items():
+    for name, results in found.items():
+        values = [float(result["epsilon_lb"]) for result in results]
         summary[f"{name}_mean"] = float(np.mean(values))
         summary[f"{name}_min"] = float(np.min(values))
         summary[f"{name}_max"] = float(np.max(values))
+        summary[f"{name}_sd"] = spread(values)
+        summary[f"{name}_at_limit"] = float(np.mean([at_limit(result) for result in results]))
     return summary

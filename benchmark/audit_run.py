@@ -5,16 +5,27 @@ with a flipped label, or an inverted image) is included with probability ½; the
 the final model's outputs on the canaries and guesses the inclusion of the highest- and
 lowest-scoring ones. Training the run lives in benchmark/shadow.py, the bound in
 ``medprivbench.attacks.auditing``.
+
+The white-box audit (gradient canaries in the target's own training) records, per observation:
+the guess counts, each analysis' bound (with its r, v and search flags), and the ceiling on the
+idealised mechanism: ``ceiling`` (mean over the idealised runs, at the guess counts that did best
+on them, so biased upward), ``ceiling_sd`` (its sample standard deviation over those runs, NaN for
+one), ``ceiling_at_limit`` (the share of them whose bound is a limit of the analysis) and
+``ceiling_runs`` (how many). Its columns: ``<name>_<observation>_<analysis>_epsilon_lb``,
+``…_ceiling``, ``…_ceiling_sd``, ``…_ceiling_runs``, ``…_at_limit`` (1 when the bound is a limit of
+the analysis, every guess right or the σ′ search at its edge, not a measurement) and
+``…_ceiling_at_limit``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 
 from medprivbench.attacks import auditing, membership
-from medprivbench.attacks.canary_audit import GradientCanaryAuditConfig, IdealisedRuns, analyse, choose_guesses
+from medprivbench.attacks.canary_audit import GradientCanaryAuditConfig, IdealisedRuns, analyse, at_limit, choose_guesses
 
 from .canaries import GradientCanaries
 from .errors import ConfigError
@@ -60,7 +71,7 @@ def run_audit(ctx, settings: auditing.CanaryAuditConfig) -> dict:
 
 
 register(AttackSpec(
-    name="audit", schema=auditing.CanaryAuditConfig, label="one-run audit", family="audit", threat_model=THREAT_MODEL,
+    name="audit", schema=auditing.CanaryAuditConfig, label="one-run audit", family="audit", threat="worst_case_audit", threat_model=THREAT_MODEL,
     run=run_audit, columns=lambda name, result: {"audit_epsilon_lb": result["epsilon_lb"]}, lower_bounds=lambda s: 1,
 ))
 
@@ -68,7 +79,8 @@ register(AttackSpec(
 # ----------------------------------------------------------------------------- the white-box audit
 WHITEBOX_THREAT = ("auditor of the DP guarantee itself: inserts gradient canaries (each with probability 1/2) into the "
                    "target's own training, where they are sampled, clipped and noised like every example, and observes "
-                   "every noisy update (all iterates, as a federated server does) or the final model")
+                   "every noisy update (all iterates, as a federated server does) or only the sum of the updates (the "
+                   "final model of plain SGD at a constant learning rate)")
 
 
 def instrument_whitebox(ctx, settings: GradientCanaryAuditConfig) -> GradientCanaries:
@@ -89,26 +101,36 @@ def run_whitebox(ctx, settings: GradientCanaryAuditConfig) -> dict:
     for index, observation in enumerate(settings.observations):
         ideal = IdealisedRuns(view.noise_multiplier, view.sample_rate, view.steps, canaries.m, observation,
                               settings.ceiling_simulations, seed=ctx.streams.of("whitebox", index).seed_for("attack"))
-        k_plus, k_minus, ceiling = choose_guesses(ideal, delta=delta, alpha=ctx.bound_alpha, analyses=settings.analyses)
+        choice = choose_guesses(ideal, delta=delta, alpha=ctx.bound_alpha, analyses=settings.analyses)
+        k_plus, k_minus, ceiling = choice.k_plus, choice.k_minus, choice.ceiling
         found = analyse(canaries.scores(observation), canaries.included, delta=delta, alpha=ctx.bound_alpha, k_plus=k_plus,
                         k_minus=k_minus, sample_rate=view.sample_rate, steps=view.steps, analyses=settings.analyses)
         out["observations"][observation] = {
-            "k_plus": k_plus, "k_minus": k_minus, "ceiling": ceiling,
+            "k_plus": k_plus, "k_minus": k_minus, "ceiling": ceiling, "ceiling_sd": choice.ceiling_sd,
+            "ceiling_at_limit": choice.ceiling_at_limit, "ceiling_runs": choice.n_simulations,
             "bounds": {name: {k: v for k, v in result.items() if isinstance(v, (int, float, str))} for name, result in found.items()},
         }
-        log.info("%s white-box audit (%s): %s; ceiling %s", ctx.label, observation,
-                 ", ".join(f"{n} {r['epsilon_lb']:.3g}" for n, r in found.items()),
-                 ", ".join(f"{n} {c:.3g}" for n, c in ceiling.items()))
+        log.info("%s white-box audit (%s): %s; ceiling (mean ± sd over %d idealised runs) %s", ctx.label, observation,
+                 ", ".join(f"{n} {r['epsilon_lb']:.3g}" for n, r in found.items()), choice.n_simulations,
+                 ", ".join(f"{n} {c:.3g} ± {choice.ceiling_sd[n]:.2g}" for n, c in ceiling.items()))
     out["epsilon_lb"] = max(b["epsilon_lb"] for o in out["observations"].values() for b in o["bounds"].values())
     return out
 
 
 def whitebox_columns(name: str, result: dict) -> dict:
+    """Per observation and analysis: the bound, whether it is a limit of the analysis, the ceiling,
+    its spread and run count, and the share of idealised runs at a limit (NaN where a record
+    predates them); then the best bound."""
     row = {}
     for observation, found in result["observations"].items():
         for analysis, bound in found["bounds"].items():
-            row[f"{name}_{observation}_{analysis}_epsilon_lb"] = bound["epsilon_lb"]
-            row[f"{name}_{observation}_{analysis}_ceiling"] = found["ceiling"][analysis]
+            prefix = f"{name}_{observation}_{analysis}"
+            row[f"{prefix}_epsilon_lb"] = bound["epsilon_lb"]
+            row[f"{prefix}_at_limit"] = float(at_limit(bound)) if "v" in bound and "r" in bound else math.nan
+            row[f"{prefix}_ceiling"] = found["ceiling"][analysis]
+            row[f"{prefix}_ceiling_sd"] = (found.get("ceiling_sd") or {}).get(analysis, math.nan)
+            row[f"{prefix}_ceiling_runs"] = found.get("ceiling_runs", math.nan)
+            row[f"{prefix}_ceiling_at_limit"] = (found.get("ceiling_at_limit") or {}).get(analysis, math.nan)
     row[f"{name}_best_epsilon_lb"] = result["epsilon_lb"]
     return row
 
@@ -122,7 +144,7 @@ def _check_whitebox(settings, cfg) -> None:
 
 
 register(AttackSpec(
-    name="whitebox", schema=GradientCanaryAuditConfig, label="white-box canary audit", family="audit",
+    name="whitebox", schema=GradientCanaryAuditConfig, label="white-box canary audit", family="audit", threat="worst_case_audit",
     threat_model=WHITEBOX_THREAT, run=run_whitebox, columns=whitebox_columns, instrument=instrument_whitebox,
     lower_bounds=lambda s: len(s.observations) * len(s.analyses), check=_check_whitebox,
 ))

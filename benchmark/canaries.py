@@ -15,13 +15,16 @@ brings it to exactly C·e_j. Canaries are
   draws its noise after the classifier's;
 * invisible to the classifier: for the same real batch and noise draw, the classifier's clipped
   sum, noise and normalisation (Opacus divides by the expected batch size of the real examples)
-  are those of a run without canaries (tests/benchmark/test_canaries.py checks one step exactly).
+  are those of a run without canaries, up to float rounding: the appended rows lengthen the
+  per-sample reductions, whose summation order depends on the CPU's vector unit
+  (tests/benchmark/test_canaries.py checks one step to 1e-7 and a whole run to 1e-6).
 
 Each step the auditor reads ``weight``'s noisy update, o_t = grad · B/C = b_t + N(0, σ²) per
 canary (b_t = 1 when the canary was sampled), and keeps two scores: Σ_t ℓ(o_t) with the per-step
 log-likelihood ratio ℓ(o) = log(1 − q + q·exp((2o − 1)/(2σ²))) ("all iterates", what a federated
 server sees) and Σ_t o_t (what the final value of a block trained with a constant learning rate
-shows: "final model"). The scores are computed with the recipe's *claimed* σ and q, so a run that
+shows: "final model", i.e. the sum of the updates, the final model of plain constant-rate SGD, not of
+the recipe's momentum and schedule). The scores are computed with the recipe's *claimed* σ and q, so a run that
 uses less noise or more sampling than it claims is caught. A non-private run (σ = 0, no clipping)
 observes b_t itself.
 """

@@ -13,6 +13,10 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+# The non-private references an ε = ∞ point trains (privacy.references), in the order they are reported.
+SAME_RECIPE, TUNED = "same_recipe", "tuned"
+REFERENCES = (SAME_RECIPE, TUNED)
+
 
 @dataclass
 class DatasetConfig:
@@ -68,6 +72,12 @@ class PrivacyConfig:
     # Poisson sampling and noise from the operating system's CSPRNG instead of seeded streams: for
     # models that will be released (the guarantee assumes that randomness stays secret); not reproducible.
     secure_rng: bool = False
+    # ε = ∞ only: the non-private references, each a run of its own: same_recipe (the DP recipe with no
+    # clipping and no noise: same optimiser, epochs, lr, schedule, batch; every Δ is against it) and
+    # tuned (the non-private recipe, train.nonprivate)
+    references: list = field(default_factory=lambda: list(REFERENCES))
+    # which reference one run is (set per run from ``references``; null for DP runs): not a user setting
+    reference: Optional[str] = None
 
 
 @dataclass

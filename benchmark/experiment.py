@@ -2,11 +2,14 @@
 
 ``run_experiment(cfg)`` is what every Hydra job calls. It returns at once when the run's folder
 already holds a complete record (resume), and otherwise publishes the new run atomically
-(benchmark/store.py), so an interrupted job leaves nothing that could be counted.
+(benchmark/store.py), so an interrupted job leaves nothing that could be counted. The ε = ∞ point
+of a sweep is one run per non-private reference (``privacy.references``: ``same_recipe``, the DP
+recipe without clipping and noise, and ``tuned``, the non-private recipe), each published on its own.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -23,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from medprivbench.datasets import ImageDataset, load_dataset
 
 from . import registry, store, tracking
+from .config import is_private
 from .errors import ConfigError
 from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
@@ -44,10 +48,22 @@ class RunOutcome:
 
 
 def run_config_dict(cfg: DictConfig) -> dict:
-    """The resolved run configuration without Hydra's own section."""
+    """The resolved run configuration without Hydra's own section.
+
+    ``privacy.references`` (which references an ε = ∞ point trains) is left out: each run records
+    the one it is (``privacy.reference``), so a DP run's id does not depend on that choice.
+    """
     container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     container.pop("hydra", None)
+    container.get("privacy", {}).pop("references", None)
     return container
+
+
+def with_reference(cfg: DictConfig, reference: str | None) -> DictConfig:
+    """A copy of ``cfg`` for one run: ``privacy.reference`` set (None for a DP run)."""
+    one = copy.deepcopy(cfg)
+    one.privacy.reference = reference
+    return one
 
 
 def sweep_dir_for(cfg: DictConfig) -> Path:
@@ -192,12 +208,24 @@ class Context:
 
 
 def run_experiment(cfg: DictConfig) -> RunOutcome:
-    """Run one validated configuration (the command line validates every point of a sweep first,
-    benchmark/preflight.py) and publish its record; returns at once if it is already complete."""
+    """Run one validated sweep point (the command line validates every point of a sweep first,
+    benchmark/preflight.py) and publish its record; returns at once if it is already complete.
+
+    A DP point is one run; ε = ∞ is one run per ``privacy.references`` entry, in that order (the
+    outcome returned is the last one's, ``skipped`` only if every one was already complete).
+    """
+    if is_private(float(cfg.privacy.epsilon)):
+        return _run_one(with_reference(cfg, None))
+    outcomes = [_run_one(with_reference(cfg, str(reference))) for reference in cfg.privacy.references]
+    return RunOutcome(outcomes[-1].run_dir, outcomes[-1].sweep_dir, skipped=all(o.skipped for o in outcomes))
+
+
+def _run_one(cfg: DictConfig) -> RunOutcome:
     run_config = run_config_dict(cfg)
     sweep_dir = sweep_dir_for(cfg)
     run_id = store.run_id_for(run_config)
-    label = f"[{cfg.dataset.name} {cfg.model.name} eps={store.format_epsilon(float(cfg.privacy.epsilon))} seed={cfg.seed}]"
+    reference = f" {cfg.privacy.reference}" if cfg.privacy.reference else ""
+    label = f"[{cfg.dataset.name} {cfg.model.name} eps={store.format_epsilon(float(cfg.privacy.epsilon))}{reference} seed={cfg.seed}]"
 
     existing = store.find_complete_run(sweep_dir, run_id)
     if existing is not None:
@@ -220,7 +248,7 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
         log.info("%s %s", label, recipe.accountant_note)
 
     writer = store.RunWriter(sweep_dir, run_id)
-    ctx = Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon)),
+    ctx = Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon), cfg.privacy.reference),
                   grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer,
                   settings=registry.selected_settings(cfg))
     try:
@@ -275,7 +303,8 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     return {
         "model": {"name": ctx.cfg.model.name, "parameters": int(sum(p.numel() for p in result.model.parameters())),
                   "grad_sample_mode": ctx.grad_sample_mode if ctx.recipe.private else None},
-        "privacy": {**ctx.recipe.to_record(), "epsilon_spent": result.epsilon_spent},
+        "privacy": {**ctx.recipe.to_record(), "epsilon_spent": result.epsilon_spent,
+                    "reference": ctx.cfg.privacy.reference},
         "train": {**ctx.hp, "steps_taken": result.steps_taken, "empty_batches": result.empty_batches,
                   "wall_time_s": result.wall_time_s,
                   "samples_per_s": result.samples_per_s, "loss_history": result.loss_history},

@@ -16,6 +16,7 @@ Conventions shared by all figures:
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -130,17 +131,94 @@ def _series_label(sweeps: list[str], sweep: str, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- utility
-def utility(runs: dict[str, pd.DataFrame], path: Path) -> Path:
-    """Test accuracy and AUROC against ε; ``runs`` maps a sweep label to its per-run table."""
-    axis = EpsilonAxis(np.concatenate([df["epsilon"].to_numpy(float) for df in runs.values()]))
+def utility(runs: dict[str, pd.DataFrame], path: Path, tuned: dict[str, pd.DataFrame] | None = None) -> Path:
+    """Test accuracy and AUROC against ε; ``runs`` maps a sweep label to its per-run table (one
+    reference at ε = ∞), ``tuned`` to the runs of the tuned non-private recipe, drawn as a star at ∞."""
+    tuned = tuned or {}
+    axis = EpsilonAxis(np.concatenate([df["epsilon"].to_numpy(float) for df in [*runs.values(), *tuned.values()]]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, column, title in ((axes[0], "test_accuracy", "test accuracy"), (axes[1], "test_auroc", "test AUROC")):
         for i, (sweep, df) in enumerate(runs.items()):
             _errorbar_by_budget(ax, axis, df, column, sweep, **_series_style(i))
+        for i, (sweep, df) in enumerate(tuned.items()):
+            values = df[column].dropna()
+            if len(values):
+                ax.errorbar([axis.infinity_at + 0.25], [values.mean()], yerr=[values.std(ddof=1) if len(values) > 1 else 0.0],
+                            marker="*", markersize=11, linestyle="none", capsize=3, color="0.25",
+                            label=plain_text(_series_label(list(runs), sweep, "tuned non-private recipe")))
         axis.style(ax)
         ax.set_ylabel(f"{title} (fraction)")
         ax.set_title(f"{title} vs privacy budget")
         _legend(ax)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- verdicts
+VERDICT_COLOURS = {"beats chance": "#e8a09a", "no attack beat chance": "#a8d5a2", "not run": "#dddddd"}
+
+
+def _short(value: float) -> str:
+    """3 significant digits, exponents without padding: 0.99968 → 1, 999998.6 → 1e6."""
+    return re.sub(r"e\+?0*(\d)", r"e\1", f"{value:.3g}")
+
+
+def verdict_grid(runs: dict[str, pd.DataFrame], points: dict[str, list], path: Path) -> Path:
+    """Budgets (rows) × threat models (columns), one panel per sweep: each cell coloured by its
+    verdict and labelled with the result that decided it; the worst-case audit's column shows its
+    empirical ε as a share of the accountant's ε (blue, darker is tighter).
+
+    ``runs``: the sweep's run frame (records.run_frame) by sweep label; ``points``: its points
+    (records.Point, in order). The cells are what report/verdicts.py decides; nothing is recomputed.
+    """
+    import textwrap
+
+    from .report.verdicts import point_verdict, threats_run, worst_case_ran
+    from .threats import WORST_CASE
+
+    panels = []
+    for sweep, frame in runs.items():
+        threats = threats_run(frame)
+        columns = [t.label for t in threats] + ([WORST_CASE.label] if worst_case_ran(frame) else [])
+        cells = []
+        for point in points[sweep]:
+            at = frame[(frame["epsilon"] == point.epsilon) & (frame["reference"] == point.reference)]
+            row = []
+            for t in threats:
+                v = point_verdict(at, t)
+                row.append((VERDICT_COLOURS[v.value], f"{v.value}\n{v.text}" if v.text else v.value))
+            if worst_case_ran(frame):
+                lb, spent = at["worst_case_epsilon_lb"].dropna(), float(at["epsilon_spent"].mean())
+                if lb.empty:
+                    row.append((VERDICT_COLOURS["not run"], "not run"))
+                elif not math.isfinite(spent):
+                    row.append(("#eeeeee", f"ε ≥ {lb.mean():.3g}\n(no DP)"))
+                else:
+                    share = float(lb.mean()) / spent
+                    row.append((plt.cm.Blues(0.15 + 0.6 * min(1.0, max(0.0, share))),
+                                f"ε ≥ {lb.mean():.3g} of {_short(spent)}\n({100 * share:.2g}% tight)"))
+            cells.append(row)
+        panels.append((sweep, columns, [p.label for p in points[sweep]], cells))
+    width = max(len(c) for _, c, _, _ in panels)
+    height = sum(len(r) for _, _, r, _ in panels)
+    fig, axes = plt.subplots(len(panels), 1, figsize=(2.3 * width + 1.6, 0.75 * height + 1.0 * len(panels)), squeeze=False)
+    for ax, (sweep, columns, rows, cells) in zip(axes[:, 0], panels):
+        for i, row in enumerate(cells):
+            for j, (colour, text) in enumerate(row):
+                ax.add_patch(plt.Rectangle((j, i), 1, 1, facecolor=colour, edgecolor="white", linewidth=2))
+                wrapped = "\n".join(textwrap.fill(line, 30) for line in plain_text(text).split("\n"))
+                ax.text(j + 0.5, i + 0.5, wrapped, ha="center", va="center", fontsize=6.5)
+        ax.set_xlim(0, len(columns))
+        ax.set_ylim(len(rows), 0)
+        ax.set_xticks(np.arange(len(columns)) + 0.5)
+        ax.set_xticklabels([plain_text(c) for c in columns], fontsize=8)
+        ax.xaxis.tick_top()
+        ax.set_yticks(np.arange(len(rows)) + 0.5)
+        ax.set_yticklabels([f"ε = {plain_text(r)}" for r in rows], fontsize=8)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+        if len(panels) > 1:
+            ax.set_title(plain_text(sweep), fontsize=9, loc="left")
     return _save(fig, path)
 
 

@@ -195,7 +195,7 @@ _LIRA_THREAT = ("black box: the target model's logits on the candidate (and its 
                 "candidate (online) or using only those that did not (offline)")
 
 register(AttackSpec(
-    name="loss", schema=membership.LossConfig, label="loss threshold", family="membership",
+    name="loss", schema=membership.LossConfig, label="loss threshold", family="membership", threat="black_box",
     threat_model="black box: the target model's loss on the candidate image and its label; no shadow models",
     run=run_membership("black box: the target model's loss on the candidate image and its label; no shadow models",
                        {"loss": ("loss", {})}),
@@ -203,7 +203,7 @@ register(AttackSpec(
     check=lambda s, cfg: check_pool(s, cfg, shadows=False, name="loss"),
 ))
 register(AttackSpec(
-    name="lira", schema=membership.LiRAConfig, label="LiRA", family="membership", threat_model=_LIRA_THREAT,
+    name="lira", schema=membership.LiRAConfig, label="LiRA", family="membership", threat="black_box", threat_model=_LIRA_THREAT,
     run=run_membership(_LIRA_THREAT, _lira_variants), columns=membership_columns,
     variants=lambda s: {f"lira_{mode}": f"LiRA {mode}" for mode in ("online", "offline") if getattr(s, mode)},
     lower_bounds=lambda s: int(s.online) + int(s.offline), check=_check_lira,
@@ -211,7 +211,7 @@ register(AttackSpec(
 _RMIA_THREAT = ("black box: the target model's logits on the candidate and on population images none of the models "
                 "trained on, plus a few reference models trained with the same recipe")
 register(AttackSpec(
-    name="rmia", schema=membership.RMIAConfig, label="RMIA", family="membership", threat_model=_RMIA_THREAT,
+    name="rmia", schema=membership.RMIAConfig, label="RMIA", family="membership", threat="black_box", threat_model=_RMIA_THREAT,
     run=run_membership(_RMIA_THREAT, _rmia_variants), columns=membership_columns,
     lower_bounds=lambda s: 1, check=_check_rmia,
 ))

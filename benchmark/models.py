@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import ConfigError
+from .grad_samplers import install as install_grad_samplers
 
 MODELS: dict[str, Callable[..., nn.Module]] = {}
 
@@ -387,6 +388,9 @@ def build_model(cfg, *, in_channels: int, n_classes: int, image_size: int, spati
     if cfg.name not in MODELS:
         raise ConfigError(f"model={cfg.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
     check_spatial_dims(cfg.name, spatial_dims)  # refuses volumes for the 2D-only models before they build
+    # Opacus' Conv2d grad sampler misreads channels-last activations (benchmark/grad_samplers.py):
+    # register the corrected one before any model of ours meets Opacus.
+    install_grad_samplers()
     return MODELS[cfg.name](in_channels, n_classes, image_size, cfg, spatial_dims=spatial_dims)
 
 

@@ -112,10 +112,25 @@ def check_overflow(overrides: list[str]) -> None:
     which for privacy.epsilon means a run without DP: refuse it (``inf`` is the one spelling of ∞)."""
     for override in overrides:
         key, _, value = override.partition("=")
-        for literal in re.split(r"[\[\],\s]+", value):
+        for literal in re.split(r"[\[\],\s'\"]+", value):  # quoted numbers too: '1e400' becomes ∞ as well
             if _NUMBER.fullmatch(literal) and math.isinf(float(literal.replace("_", ""))):
                 raise ConfigError(f"{key.lstrip('+~')}={literal} overflows to infinity; use a finite number"
                                   f"{' (or inf for a non-private run)' if key.endswith('epsilon') else ''}")
+
+
+NONPRIVATE_SPELLINGS = ("inf", "+inf", ".inf")
+
+
+def check_infinite_epsilon(cfg, point: list[str]) -> None:
+    """ε = ∞ trains without DP: that must be what the user wrote (``inf``), never a value that only
+    parses to infinity ('1e400' quoted, 'Infinity', …). Checked on the composed value, so every
+    spelling that reaches the engine as ∞ is caught, whatever the parser did with the text."""
+    if not math.isinf(float(cfg.privacy.epsilon)):
+        return
+    written = [o.partition("=")[2] for o in point if o.lstrip("+~").partition("=")[0] == "privacy.epsilon"]
+    if written and written[-1].strip().strip("'\"").lower() not in NONPRIVATE_SPELLINGS:
+        raise ConfigError(f"privacy.epsilon={written[-1]} is read as infinity, which trains without DP; write inf for a "
+                          "non-private run, or a finite positive number")
 
 
 def _training_size(cfg, cache: dict) -> tuple[int, int]:
@@ -171,6 +186,7 @@ def preflight(argv: list[str], config_dir: str) -> int:
                     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
                 except Exception as exc:
                     raise ConfigError(_condense(exc)) from exc
+                check_infinite_epsilon(cfg, point)
                 validate_config(cfg, jobs_run_here=jobs_run_here)
                 n_train, spatial_dims = _training_size(cfg, sizes)
                 check_spatial_dims(cfg.model.name, spatial_dims)

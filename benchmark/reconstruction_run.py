@@ -234,23 +234,23 @@ def _check_images(attribute: str):
 
 # the run order of the old engine: the informed adversary first, then the server-side attacks
 register(AttackSpec(
-    name="prior_aware", schema=PriorAwareConfig, label="prior-aware reconstruction", family="prior_aware",
+    name="prior_aware", schema=PriorAwareConfig, label="prior-aware reconstruction", family="prior_aware", threat="informed_adversary",
     threat_model=PRIOR_AWARE_THREAT, run=run_prior_aware,
     columns=lambda name, r: {"prior_aware_success": r["success_rate"], "prior_aware_ci_low": r["ci_low"],
                              "prior_aware_ci_high": r["ci_high"], "prior_aware_chance": r["chance"]},
     checkpoints=lambda settings: settings.n_states,
 ))
 register(AttackSpec(
-    name="gradient_inversion", schema=rec.GradientInversionConfig, label="gradient inversion", family="reconstruction",
+    name="gradient_inversion", schema=rec.GradientInversionConfig, label="gradient inversion", family="reconstruction", threat="curious_server",
     threat_model=ATTACK_THREATS["gradient_inversion"], run=run_gradient_inversion("gradient_inversion"),
     columns=reconstruction_columns, check_data=_check_images("gradient_inversion"),
 ))
 register(AttackSpec(
-    name="dlg", schema=rec.GradientInversionConfig, label="DLG", family="reconstruction",
+    name="dlg", schema=rec.GradientInversionConfig, label="DLG", family="reconstruction", threat="curious_server",
     threat_model=ATTACK_THREATS["dlg"], run=run_gradient_inversion("dlg"), columns=reconstruction_columns,
     check_data=_check_images("dlg"), defaults=rec.GradientInversionConfig(**vars(rec.DLG_2019)),
 ))
 register(AttackSpec(
-    name="imprint", schema=ImprintConfig, label="imprint (trap weights)", family="reconstruction",
+    name="imprint", schema=ImprintConfig, label="imprint (trap weights)", family="reconstruction", threat="malicious_server",
     threat_model=ATTACK_THREATS["imprint"], run=run_imprint, columns=reconstruction_columns, check_data=_check_images("imprint"),
 ))

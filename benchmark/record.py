@@ -11,6 +11,13 @@ name:
 * the best over attacks: ``mia_best_auc``, ``mia_best_tpr_at_0.1%fpr``, ``mia_best_epsilon_lb``,
   ``mia_best_epsilon_ceiling`` (the largest bound the membership protocol's guesses allow) and
   ``recon_best_rero`` (the largest ReRo@η by PSNR over the reconstruction attacks);
+* ``reference``: empty for a DP run; for ε = ∞, which non-private reference the run is:
+  ``same_recipe`` (the DP recipe without clipping and noise; every Δ of the report is against it)
+  or ``tuned`` (the non-private recipe, ``train.nonprivate``);
+* ``verdict_<threat model>`` and ``verdict_<threat model>_evidence`` for each realistic threat
+  model (benchmark/threats.py, benchmark/chance.py): ``beats chance``, ``no attack beat chance``
+  or ``not run``, and the result that decided it; ``worst_case_epsilon_lb`` and
+  ``worst_case_tightness`` (that bound ÷ the accountant's ε) for the worst-case audit;
 * ``epsilon_lb_max``: the largest of all the run's ε lower bounds (every column ending in
   ``_epsilon_lb``). Each is computed at the run's α divided by their number, so this maximum is a
   lower bound at level α; DP requires it to stay at or below ``epsilon_spent``.
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import math
 
+from .chance import threat_columns
 from .registry import ATTACKS, load
 
 BOUND_SUFFIX = "_epsilon_lb"
@@ -29,7 +37,7 @@ def base_columns(record: dict) -> dict:
     p, t, d = record["privacy"], record["train"], record["dataset"]
     return {
         "dataset": d["name"], "model": record["model"]["name"], "seed": record["seed"],
-        "epsilon": p["epsilon_target"], "epsilon_spent": p["epsilon_spent"], "delta": p["delta"],
+        "epsilon": p["epsilon_target"], "reference": p.get("reference") or "", "epsilon_spent": p["epsilon_spent"], "delta": p["delta"],
         "sigma": p["noise_multiplier"], "sample_rate": p["sample_rate"], "steps": t["steps_taken"],
         "epochs": t["epochs"], "batch_size": t["batch_size"], "max_grad_norm": p["max_grad_norm"],
         "accountant": p["accountant"], "n_train": d["n_train"], "n_test": d["n_test"],
@@ -50,6 +58,7 @@ def attack_columns(record: dict) -> dict:
     for name, result in (record.get("attacks") or {}).items():
         row.update(ATTACKS[name].columns(name, result))
     row.update(_bests(record, row))
+    row.update(threat_columns(record.get("attacks") or {}, record["privacy"]["epsilon_spent"]))
     bounds = record.get("bounds")
     if bounds:
         row["rero_bound_prior"] = bounds["rero_prior"]["gamma"]

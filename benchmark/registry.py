@@ -29,6 +29,7 @@ from typing import Any, Callable
 from omegaconf import OmegaConf
 
 from .errors import ConfigError
+from .threats import THREAT_MODELS
 
 # Engine modules whose import registers attacks (in this order, which is also the run order).
 ENTRY_MODULES = ("membership_run", "audit_run", "reconstruction_run")
@@ -63,6 +64,8 @@ class AttackSpec:
     # the schema's instance whose values are the attack's defaults, where they differ from the
     # schema's own (a variant such as DLG: the gradient-inversion schema with Zhu et al.'s settings)
     defaults: Any = None
+    # the adversary, one key of benchmark/threats.py THREAT_MODELS: the report's verdicts are per threat model
+    threat: str = ""
 
     def settings_schema(self) -> Any:
         return self.defaults if self.defaults is not None else self.schema
@@ -82,6 +85,8 @@ def register(spec: AttackSpec) -> AttackSpec:
         raise ValueError(f"attack {spec.name!r} is already registered")
     if spec.family not in FAMILIES:
         raise ValueError(f"family={spec.family!r}; expected one of {', '.join(FAMILIES)}")
+    if spec.threat not in THREAT_MODELS:
+        raise ValueError(f"attack {spec.name!r}: threat={spec.threat!r}; expected one of {', '.join(THREAT_MODELS)}")
     ATTACKS[spec.name] = spec
     ConfigStore.instance().store(group="attack", name=f"{spec.name}_schema", node=spec.settings_schema())
     return spec

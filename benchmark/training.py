@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import is_private
+from .config import TUNED, is_private
 from .models import split_frozen
 from .privacy import NoiseSolution, epsilon_spent, solve_noise_multiplier
 from .canaries import GradientCanaries
@@ -105,7 +105,7 @@ def steps_per_epoch(n_train: int, batch_size: int) -> int:
 
 def make_recipe(privacy_cfg, train_cfg, n_train: int) -> DPRecipe:
     """Solve σ for the configured budget; for ε = ∞ the recipe records q and T only."""
-    hp = effective_train(train_cfg, privacy_cfg.epsilon)
+    hp = effective_train(train_cfg, privacy_cfg.epsilon, privacy_cfg.get("reference"))
     epochs = hp["epochs"]
     k = steps_per_epoch(n_train, hp["batch_size"])
     q = 1.0 / k
@@ -126,11 +126,15 @@ def make_recipe(privacy_cfg, train_cfg, n_train: int) -> DPRecipe:
     )
 
 
-def effective_train(train_cfg, epsilon: float) -> dict:
-    """The training hyper-parameters for this budget (non-private runs apply ``train.nonprivate``)."""
+def effective_train(train_cfg, epsilon: float, reference: str | None = TUNED) -> dict:
+    """The training hyper-parameters for this budget.
+
+    DP runs and the ``same_recipe`` reference (ε = ∞ trained with the DP recipe, no clipping and no
+    noise) use ``train.*``; the ``tuned`` reference applies ``train.nonprivate`` on top.
+    """
     values = {key: train_cfg[key] for key in HYPERPARAMETERS}
     values["augmentations"] = list(values["augmentations"])
-    if not is_private(epsilon):
+    if not is_private(epsilon) and reference == TUNED:
         for key, value in train_cfg.nonprivate.items():
             if value is not None:
                 values[key] = value

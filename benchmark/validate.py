@@ -14,7 +14,9 @@ import re
 
 
 from . import registry
-from .config import is_private
+from omegaconf import ListConfig, OmegaConf
+
+from .config import REFERENCES, is_private
 from .errors import ConfigError
 
 
@@ -114,6 +116,14 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     alpha = _number(cfg.statistics.alpha, "statistics.alpha")
     if not 0 < alpha < 1:
         raise ConfigError(f"statistics.alpha={cfg.statistics.alpha!r} is not valid; use a level in (0, 1), e.g. 0.05")
+    references = cfg.privacy.references
+    if not isinstance(references, (list, ListConfig)) or not references or any(r not in REFERENCES for r in references) \
+            or len(set(references)) != len(references):
+        raise ConfigError(f"privacy.references={OmegaConf.to_object(references) if isinstance(references, ListConfig) else references!r} is not valid; choose a non-empty list of distinct "
+                          f"values from {', '.join(REFERENCES)}")
+    if cfg.privacy.reference is not None:
+        raise ConfigError(f"privacy.reference={cfg.privacy.reference!r} is set per run; choose the non-private references "
+                          "with privacy.references=[same_recipe,tuned]")
     if cfg.privacy.accountant not in ACCOUNTANTS:
         raise ConfigError(f"privacy.accountant={cfg.privacy.accountant!r} is not valid; choose one of {', '.join(ACCOUNTANTS)}")
 
@@ -218,10 +228,13 @@ def validate_with_data(cfg, n_train: int) -> None:
         )
     for name in registry.selected(cfg):
         registry.ATTACKS[name].check_data(registry.settings_of(cfg, name), cfg, n_train)
-    hp = effective_train(cfg.train, eps)
+    for reference in ([None] if is_private(eps) else list(cfg.privacy.references)):
+        batch = effective_train(cfg.train, eps, reference)["batch_size"]
+        if batch > n_train:
+            key = "train.nonprivate.batch_size" if batch != cfg.train.batch_size else "train.batch_size"
+            raise ConfigError(f"{key}={batch} is larger than the {n_train} training images; use at most {n_train}")
+    hp = effective_train(cfg.train, eps, None)
     batch = hp["batch_size"]
-    if batch > n_train:
-        raise ConfigError(f"train.batch_size={batch} is larger than the {n_train} training images; use at most {n_train}")
     if is_private(eps):
         from .privacy import check_reachable
         from .training import steps_per_epoch

@@ -27,6 +27,8 @@ TINY = [
     "dataset.n_train=300", "dataset.n_val=100", "dataset.n_test=200",
     "train.epochs=2", "train.batch_size=64", "train.nonprivate.batch_size=64", "train.nonprivate.epochs=null", "progress=off",
     "attack=[loss,lira]", "attack.lira.online=false", "membership.num_models=4",
+    # one non-private reference keeps the tiny sweeps small; test_sweep.py runs both end to end
+    "privacy.references=[same_recipe]",
 ]
 
 

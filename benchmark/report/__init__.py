@@ -21,9 +21,11 @@ Rules the code keeps:
 Modules, one concept each:
 
 * records.py: the runs of a sweep (:class:`Run`, :class:`Sweep`, :func:`load_sweeps`) and the tidy frames;
-* verdicts.py: the "beats chance" rules per family, their evidence, the summary sentences and the
-  consistency check of empirical against accountant ε;
-* tables.py: the headline, membership, comparison, reconstruction, per-class and per-image tables;
+* verdicts.py: one verdict per threat model and point of the sweep (the chance rules are the
+  engine's, benchmark/chance.py), their evidence, the summary sentences and the consistency check of
+  empirical against accountant ε;
+* tables.py: the headline (verdicts, utility, attack numbers), membership, comparison,
+  reconstruction, per-class and per-image tables;
 * sections.py: the sections in order (:data:`SECTIONS`); metadata.py: the run metadata table;
 * document.py: the Markdown/HTML writer with its escaping, CSS and Content-Security-Policy;
 * formatting.py: numbers, intervals and budgets as text; build.py: :func:`build_report`.
@@ -36,20 +38,21 @@ from .document import CSP, CSS, Document, md_escape, safe_file_part
 from .formatting import cell, epsilon_label, fmt, fmt_ci, fmt_percent, fmt_signed
 from .metadata import MetaField, metadata_fields
 from .records import (
-    Run, Sweep, class_frame, grid_file, load_sweeps, membership_frame, reconstruction_frame, run_frame, sample_risk,
+    Point, Run, Sweep, class_frame, grid_file, load_sweeps, membership_frame, reconstruction_frame, run_frame, sample_risk,
     strongest_attack,
 )
 from .sections import SECTIONS, Context
-from .tables import TOP_VULNERABLE, headline_table
+from .tables import TOP_VULNERABLE, attack_table, headline_table, utility_table, verdict_table
 from .verdicts import (
-    CHANCE_RULE_TEXT, CHANCE_RULES, UNIT_OF_PRIVACY_TEXT, ChanceRule, Finding, chance_evidence, chance_tests,
-    evidence_by_budget, summary_sentences,
+    CHANCE_RULE_TEXT, CHANCE_RULES, UNIT_OF_PRIVACY_TEXT, ChanceRule, Finding, Verdict, chance_evidence, chance_tests,
+    evidence_by_point, point_verdict, summary_sentences,
 )
 
 __all__ = [
     "CHANCE_RULES", "CHANCE_RULE_TEXT", "CSP", "CSS", "FIGURE_LIST", "SECTIONS", "TOP_VULNERABLE", "UNIT_OF_PRIVACY_TEXT",
-    "ChanceRule", "Context", "Document", "Finding", "MetaField", "Run", "Sweep", "build_report", "cell", "chance_evidence",
-    "chance_tests", "class_frame", "epsilon_label", "evidence_by_budget", "fmt", "fmt_ci", "fmt_percent", "fmt_signed",
+    "ChanceRule", "Context", "Document", "Finding", "MetaField", "Point", "Run", "Sweep", "Verdict", "attack_table",
+    "build_report", "cell", "chance_evidence", "chance_tests", "class_frame", "epsilon_label", "evidence_by_point",
+    "point_verdict", "utility_table", "verdict_table", "fmt", "fmt_ci", "fmt_percent", "fmt_signed",
     "grid_file", "headline_table", "load_sweeps", "md_escape", "membership_frame", "metadata_fields",
     "reconstruction_frame", "report_options", "run_frame", "safe_file_part", "sample_risk", "strongest_attack",
     "summary_sentences",

@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from .document import Document
 from .records import load_sweeps, membership_frame, reconstruction_frame, run_frame
 from .sections import SECTIONS, Context
-from .verdicts import evidence_by_budget
+from .verdicts import evidence_by_point
 
 log = logging.getLogger("medprivbench")
 
@@ -63,7 +63,7 @@ def build_report(folders: list[Path], out_dir: Path | None = None, show_reconstr
         runs={s.label: run_frame(s) for s in sweeps},
         membership=pd.concat([membership_frame(s) for s in sweeps], ignore_index=True),
         reconstruction=pd.concat([reconstruction_frame(s) for s in sweeps], ignore_index=True),
-        evidence={s.label: evidence_by_budget(s) for s in sweeps},
+        evidence={s.label: evidence_by_point(s) for s in sweeps},
     )
     for section in SECTIONS:
         section(ctx)

@@ -20,12 +20,16 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from medprivbench.attacks.mia_metrics import per_sample_auc
 
 from .. import registry, store
+from ..chance import threat_columns
+from ..config import REFERENCES, SAME_RECIPE
 from ..errors import ConfigError
 from ..record import BOUND_SUFFIX
 
@@ -40,6 +44,55 @@ SUMMARY_COLUMNS = (
     "recon_best_rero", "rero_bound_train", "rero_bound_prior", "rero_bound_step",
     "prior_aware_success", "prior_aware_chance", "epsilon_lb_max",
 )
+
+
+class Point(NamedTuple):
+    """One row of the budget comparison: a DP budget ε (``reference`` empty), or a non-private
+    reference at ε = ∞ (``same_recipe``: the DP recipe without clipping and noise; ``tuned``)."""
+
+    epsilon: float
+    reference: str = ""
+
+    @property
+    def order(self) -> tuple[float, int]:
+        return self.epsilon, REFERENCES.index(self.reference) if self.reference in REFERENCES else -1
+
+    @property
+    def label(self) -> str:
+        """'8', '∞ (non-private)' for an unlabelled ε = ∞ run, '∞ (same recipe)', '∞ (tuned recipe)'."""
+        if not self.reference:
+            return "∞ (non-private)" if math.isinf(self.epsilon) else store.format_epsilon(self.epsilon)
+        return f"∞ ({reference_label(self.reference)})"
+
+
+def reference_label(reference: str) -> str:
+    return {"same_recipe": "same recipe", "tuned": "tuned recipe"}.get(reference, reference.replace("_", " "))
+
+
+def point_rows(runs: pd.DataFrame, point: Point) -> pd.DataFrame:
+    """The rows of a run frame at one point."""
+    return runs[(runs["epsilon"] == point.epsilon) & (runs["reference"] == point.reference)]
+
+
+def baseline_reference(runs: pd.DataFrame) -> str | None:
+    """The reference every Δ is computed against: ``same_recipe`` where the sweep has it, else the
+    one non-private reference it has (``tuned``, or an unlabelled ε = ∞ run), else None."""
+    found = set(runs.loc[np.isinf(runs["epsilon"]), "reference"])
+    if not found:
+        return None
+    return SAME_RECIPE if SAME_RECIPE in found else sorted(found)[0]
+
+
+def baseline_only(frame: pd.DataFrame) -> pd.DataFrame:
+    """The DP rows and the baseline reference's rows of a frame (figures draw one series at ε = ∞)."""
+    if frame.empty or "reference" not in frame:
+        return frame
+    parts = []
+    for sweep in frame["sweep"].unique():  # each sweep against its own baseline
+        part = frame[frame["sweep"] == sweep]
+        baseline = baseline_reference(part)
+        parts.append(part[(part["reference"] == "") | (part["reference"] == (baseline or ""))])
+    return pd.concat(parts, ignore_index=True)
 
 
 def specs(family: str) -> list[registry.AttackSpec]:
@@ -83,6 +136,16 @@ class Run:
         return int(self.record["seed"])
 
     @property
+    def reference(self) -> str:
+        """Which non-private reference the run is ('' for a DP run, and for ε = ∞ runs recorded
+        before references existed)."""
+        return str(self.summary.get("reference") or "")
+
+    @property
+    def point(self) -> Point:
+        return Point(self.epsilon, self.reference)
+
+    @property
     def attacks(self) -> dict:
         """Every attack's result, by registry name, in registry order."""
         found = self.record.get("attacks") or {}
@@ -119,7 +182,21 @@ class Sweep:
         return sorted({r.epsilon for r in self.runs})
 
     def at(self, eps: float) -> list[Run]:
-        return sorted((r for r in self.runs if r.epsilon == eps), key=lambda r: r.seed)
+        """The runs at ε; at ε = ∞ those of the baseline reference (same_recipe where there is one)."""
+        runs = [r for r in self.runs if r.epsilon == eps]
+        if math.isinf(eps):
+            references = {r.reference for r in runs}
+            baseline = SAME_RECIPE if SAME_RECIPE in references else min(references, default="")
+            runs = [r for r in runs if r.reference == baseline]
+        return sorted(runs, key=lambda r: r.seed)
+
+    @property
+    def points(self) -> list[Point]:
+        """Every budget and non-private reference of the sweep, in order (DP budgets by ε, then the references)."""
+        return sorted({r.point for r in self.runs}, key=lambda p: p.order)
+
+    def at_point(self, point: Point) -> list[Run]:
+        return sorted((r for r in self.runs if r.point == point), key=lambda r: r.seed)
 
     @property
     def real_patient_data(self) -> bool:
@@ -185,13 +262,23 @@ def _numbers(summary: dict) -> dict[str, float]:
             if v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))}
 
 
+def _verdicts(run: Run) -> dict:
+    """The verdict columns of a run's summary (a verdict per threat model and the result that decided
+    it, the worst-case audit's bound and tightness); computed from the record's attack results for
+    runs recorded before the summary held them."""
+    found = {k: v for k, v in run.summary.items() if k.startswith("verdict_") and isinstance(v, str)}
+    if found:
+        return found
+    return threat_columns(run.attacks, float(run.summary["epsilon_spent"]))
+
+
 def run_frame(sweep: Sweep) -> pd.DataFrame:
     """One row per run: sweep, ε, seed and every numeric column of its summary, under the table's names.
 
     :data:`SUMMARY_COLUMNS` are always present (NaN where no run has them).
     """
-    frame = pd.DataFrame([{**_numbers(r.summary), "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed}
-                          for r in sweep.runs])
+    frame = pd.DataFrame([{**_numbers(r.summary), **_verdicts(r), "sweep": sweep.label, "epsilon": r.epsilon,
+                           "reference": r.reference, "seed": r.seed} for r in sweep.runs])
     return frame.reindex(columns=[*frame.columns, *(c for c in SUMMARY_COLUMNS if c not in frame)])
 
 
@@ -201,8 +288,8 @@ def membership_frame(sweep: Sweep) -> pd.DataFrame:
     for r in sweep.runs:
         for key, m in r.membership_variants().items():
             rows.append({
-                "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "key": key, "attack": registry.label(key),
-                "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
+                "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
+                "seed": r.seed, "key": key, "attack": registry.label(key), "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
                 "fpr_levels": m["fpr_levels"], "tpr_at_fpr": m["tpr_at_fpr"], "tpr_at_fpr_ci": m["tpr_at_fpr_ci"],
                 "fpr_low": m["fpr_levels"][0], "tpr_low": m["tpr_at_fpr"][0],
                 "epsilon_lb": m["empirical_epsilon"]["epsilon_lb"],
@@ -226,8 +313,8 @@ def reconstruction_frame(sweep: Sweep) -> pd.DataFrame:
         for key, a in r.results("reconstruction").items():
             rero = a.get("rero") or {}
             rows.append({
-                "sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "key": key, "attack": registry.label(key),
-                "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
+                "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
+                "seed": r.seed, "key": key, "attack": registry.label(key), "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
                 **{m: a.get(m, math.nan) for m in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
                 "model_state": a.get("model_state"), "batch_size": a.get("batch_size"), "n_images": a.get("n_images"),
                 "sigma": float(r.summary["sigma"]), "max_grad_norm": float(r.summary["max_grad_norm"]),
@@ -255,7 +342,7 @@ def sample_risk(sweep: Sweep, key: str) -> pd.DataFrame:
             part["group"] = part["sample"].map(scores.drop_duplicates("sample").set_index("sample")["group"])
         names = r.record["dataset"]["class_names"]
         part["class_name"] = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in part["label"]]
-        parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, seed=r.seed))
+        parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, reference=r.reference, point=r.point.label, seed=r.seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -263,9 +350,11 @@ def class_frame(sweep: Sweep, risk: pd.DataFrame) -> pd.DataFrame:
     """One row per (run, class): test accuracy of the class and mean per-sample membership AUC."""
     rows = []
     for r in sweep.runs:
-        mine = risk[(risk["epsilon"] == r.epsilon) & (risk["seed"] == r.seed)] if len(risk) else risk
+        mine = (risk[(risk["epsilon"] == r.epsilon) & (risk["reference"] == r.reference) & (risk["seed"] == r.seed)]
+                if len(risk) else risk)
         mean_risk = mine.groupby("class_name")["auc"].mean() if len(mine) else pd.Series(dtype=float)
         for name, accuracy in r.record["utility"].get("test_per_class_accuracy", {}).items():
-            rows.append({"sweep": sweep.label, "epsilon": r.epsilon, "seed": r.seed, "class_name": name,
+            rows.append({"sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
+                         "seed": r.seed, "class_name": name,
                          "accuracy": float(accuracy), "risk": float(mean_risk.get(name, math.nan))})
     return pd.DataFrame(rows)

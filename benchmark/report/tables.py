@@ -1,8 +1,9 @@
 """The report's tables, each a (header, rows) pair of plain strings (the document escapes them).
 
-The headline table reads the sweep table's columns (records.run_frame) and never recomputes
-them; its attack columns come per family (:data:`FAMILY_COLUMNS`), one per attack where a family
-has several results side by side (the audits). The other tables read the tidy frames of
+The headline tables (verdicts per threat model, utility, attack numbers) read the sweep table's
+columns (records.run_frame) and never recompute them; one row per point of the sweep (each DP
+budget, then each non-private reference). The attack columns come per family
+(:data:`FAMILY_COLUMNS`), one per attack where a family has several results side by side (the audits). The other tables read the tidy frames of
 records.py or the records themselves for what the summary does not hold (intervals, settings).
 """
 
@@ -16,28 +17,31 @@ import numpy as np
 import pandas as pd
 
 from .formatting import cell, epsilon_label, fmt, fmt_ci, fmt_percent, fmt_signed, join
-from .records import Sweep, audit_column, specs
-from .verdicts import lowest_fpr_level, mean_at
+from ..threats import NOT_RUN, WORST_CASE, ThreatModel
+from .records import Point, Sweep, audit_column, baseline_reference, point_rows, reference_label, specs
+from .verdicts import lowest_fpr_level, mean_at, point_label, point_verdict, threats_run, tightness_text, worst_case_ran
 
 Table = tuple[list[str], list[list[str]]]
 TOP_VULNERABLE = 5
 
 
 # ============================================================================= headline
+# The headline is three tables, each narrow enough for a 1280 px window: the verdict per threat model,
+# utility against the non-private references, and the attacks' numbers beside their bounds.
 @dataclass(frozen=True)
 class Column:
     header: str
-    render: Callable[[pd.DataFrame, float, pd.DataFrame], str]  # (runs at ε, ε, all runs) -> cell
+    render: Callable[[pd.DataFrame, Point, pd.DataFrame], str]  # (runs at the point, the point, all runs) -> cell
     needs: str | None = None  # the run column that must have a value somewhere, else the column is left out
 
 
-def _value(column: str) -> Callable[[pd.DataFrame, float, pd.DataFrame], str]:
-    return lambda at, eps, runs: cell(at[column])
+def _value(column: str) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
+    return lambda at, point, runs: cell(at[column]) if column in at else "–"
 
 
-def _change(column: str) -> Callable[[pd.DataFrame, float, pd.DataFrame], str]:
-    def render(at: pd.DataFrame, eps: float, runs: pd.DataFrame) -> str:
-        if math.isinf(eps):
+def _change(column: str) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
+    def render(at: pd.DataFrame, point: Point, runs: pd.DataFrame) -> str:
+        if math.isinf(point.epsilon) and point.reference == baseline_reference(runs):
             return "reference"
         return fmt_signed(float(at[column].mean()) - mean_at(runs, math.inf, column))
     return render
@@ -59,8 +63,9 @@ def _audit_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
 
 
 def _reconstruction_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
-    return [Column("reconstruction ReRo@η (best attack)", _value("recon_best_rero"), "recon_best_rero"),
-            Column("ReRo bound γ (κ = 1/N)", _value("rero_bound_train"), "rero_bound_train")]
+    return [Column("ReRo@η by PSNR (best attack)", _value("recon_best_rero"), "recon_best_rero"),
+            Column("ReRo bound γ, one client step (κ = 1/N)", _value("rero_bound_step"), "rero_bound_step"),
+            Column("ReRo bound γ, whole run (κ = 1/N)", _value("rero_bound_train"), "rero_bound_train")]
 
 
 def _prior_aware_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
@@ -68,54 +73,92 @@ def _prior_aware_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
             Column("ReRo bound γ (κ = 1/n)", _value("rero_bound_prior"), "rero_bound_prior")]
 
 
-# The headline's attack columns per family (benchmark/registry.py FAMILIES order), beside their bounds.
+# The attack numbers' columns per family (benchmark/registry.py FAMILIES order), beside their bounds.
 FAMILY_COLUMNS: dict[str, Callable[[Sweep, pd.DataFrame], list[Column]]] = {
     "membership": _membership_columns, "audit": _audit_columns,
     "reconstruction": _reconstruction_columns, "prior_aware": _prior_aware_columns,
 }
 
 
-def headline_columns(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, list[str]]) -> list[Column]:
+def _point_column() -> Column:
+    return Column("ε", lambda at, point, runs: point_label(point))
+
+
+def _render(sweep: Sweep, runs: pd.DataFrame, columns: list[Column]) -> Table:
+    columns = [c for c in columns if c.needs is None or (c.needs in runs and runs[c.needs].notna().any())]
+    rows = [[c.render(point_rows(runs, p), p, runs) for c in columns] for p in sweep.points]
+    return [c.header for c in columns], rows
+
+
+def _verdict_cell(threat: ThreatModel) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
+    def render(at: pd.DataFrame, point: Point, runs: pd.DataFrame) -> str:
+        v = point_verdict(at, threat)
+        return v.value if v.value == NOT_RUN else f"{v.value}: {v.text}"
+    return render
+
+
+def _worst_case_cell(at: pd.DataFrame, point: Point, runs: pd.DataFrame) -> str:
+    lb = at["worst_case_epsilon_lb"].dropna()
+    if lb.empty:
+        return "not run"
+    spent = at["epsilon_spent"].mean()
+    if not math.isfinite(spent):
+        return f"ε ≥ {cell(lb)} (no DP: no accountant ε)"
+    return f"ε ≥ {cell(lb)} of {fmt(spent)} ({tightness_text(float(lb.mean()) / spent)} tight)"
+
+
+def verdict_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
+    """One row per point, one column per threat model that ran: its verdict and the result that decided it."""
+    columns = [_point_column()] + [Column(t.label, _verdict_cell(t)) for t in threats_run(runs)]
+    if worst_case_ran(runs):
+        columns.append(Column(f"{WORST_CASE.label}: empirical ε vs accountant ε", _worst_case_cell))
+    return _render(sweep, runs, columns)
+
+
+def utility_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
+    """One row per point: utility, and its change from the baseline non-private reference."""
     columns = [
-        Column("ε", lambda at, eps, runs: epsilon_label(eps)),
+        _point_column(),
         Column("accountant ε spent", _value("epsilon_spent")),
         Column("σ", _value("sigma")),
         Column("test accuracy", _value("test_accuracy")),
         Column("test AUROC", _value("test_auroc")),
+        Column("training accuracy", _value("train_accuracy"), "train_accuracy"),
     ]
-    if np.isinf(runs["epsilon"]).any():
-        columns += [Column("Δ accuracy vs non-private", _change("test_accuracy")),
-                    Column("Δ AUROC vs non-private", _change("test_auroc"))]
+    baseline = baseline_reference(runs)
+    if baseline is not None:
+        against = reference_label(baseline) if baseline else "non-private"
+        columns += [Column(f"Δ accuracy vs {against}", _change("test_accuracy")),
+                    Column(f"Δ AUROC vs {against}", _change("test_auroc"))]
+    columns.append(Column("runs", lambda at, point, runs: str(len(at))))
+    return _render(sweep, runs, columns)
+
+
+def attack_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
+    """One row per point: each family's strongest results beside their bounds."""
+    columns = [_point_column()]
     for family_columns in FAMILY_COLUMNS.values():
         columns += family_columns(sweep, runs)
-    if sweep.attacked:  # a verdict needs an attack: a sweep without one has no "no" to give
-        columns.append(Column("attack beats chance",
-                              lambda at, eps, runs: f"yes ({len(evidence[eps])})" if evidence[eps] else "no"))
-    columns.append(Column("runs", lambda at, eps, runs: str(len(at))))
-    return [c for c in columns if c.needs is None or (c.needs in runs and runs[c.needs].notna().any())]
+    return _render(sweep, runs, columns)
 
 
-def headline_table(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, list[str]]) -> Table:
-    """One row per budget: utility, change from non-private, attack success beside the bounds."""
-    columns = headline_columns(sweep, runs, evidence)
-    rows = [[c.render(runs[runs["epsilon"] == eps], eps, runs) for c in columns] for eps in sweep.budgets]
-    return [c.header for c in columns], rows
+def headline_table(sweep: Sweep, runs: pd.DataFrame, evidence=None) -> Table:
+    """The utility table (kept under its old name for callers that read one headline table)."""
+    return utility_table(sweep, runs)
 
 
-def comparison_table(sweeps: list[Sweep], frames: dict[str, pd.DataFrame],
-                     evidence: dict[str, dict[float, list[str]]]) -> Table:
-    """Side by side: one row per budget, accuracy, best membership AUC and the chance verdict per sweep."""
+def comparison_table(sweeps: list[Sweep], frames: dict[str, pd.DataFrame]) -> Table:
+    """Side by side: one row per point, accuracy and the verdict per realistic threat model of each sweep."""
     header = ["ε"]
+    threats = {s.label: threats_run(frames[s.label]) for s in sweeps}
     for s in sweeps:
-        header += [f"{s.label}: test accuracy", f"{s.label}: best membership AUC", f"{s.label}: attack beats chance"]
+        header += [f"{s.label}: test accuracy"] + [f"{s.label}: {t.label}" for t in threats[s.label]]
     rows = []
-    for eps in sorted({e for s in sweeps for e in s.budgets}):
-        row = [epsilon_label(eps)]
+    for point in sorted({p for s in sweeps for p in s.points}, key=lambda p: p.order):
+        row = [point_label(point)]
         for s in sweeps:
-            at = frames[s.label][frames[s.label]["epsilon"] == eps]
-            found = evidence[s.label].get(eps) if s.attacked else None
-            verdict = "–" if found is None else (f"yes ({len(found)})" if found else "no")
-            row += [cell(at["test_accuracy"]), cell(at["mia_best_auc"]), verdict]
+            at = point_rows(frames[s.label], point)
+            row += [cell(at["test_accuracy"])] + [point_verdict(at, t).value if len(at) else "–" for t in threats[s.label]]
         rows.append(row)
     return header, rows
 
@@ -129,7 +172,7 @@ def membership_detail_table(attacks: pd.DataFrame) -> Table:
     rows = []
     for a in attacks.itertuples():
         tprs = [fmt_ci(t, lo, hi) for t, (lo, hi) in zip(a.tpr_at_fpr, a.tpr_at_fpr_ci)]
-        rows.append([epsilon_label(a.epsilon), str(a.seed), a.attack, fmt_ci(a.auc, a.auc_lo, a.auc_hi), *tprs,
+        rows.append([a.point, str(a.seed), a.attack, fmt_ci(a.auc, a.auc_lo, a.auc_hi), *tprs,
                      fmt(a.epsilon_lb), fmt(a.epsilon_ceiling)])
     return header, rows
 
@@ -138,8 +181,8 @@ def membership_detail_table(attacks: pd.DataFrame) -> Table:
 def per_class_table(classes: pd.DataFrame) -> Table:
     header = ["ε", "class", "test accuracy", "mean per-sample membership AUC"]
     rows = []
-    for (eps, name), group in classes.groupby(["epsilon", "class_name"], sort=True):
-        rows.append([epsilon_label(eps), str(name), cell(group["accuracy"]), cell(group["risk"])])
+    for (eps, point, name), group in classes.groupby(["epsilon", "point", "class_name"], sort=True):
+        rows.append([point, str(name), cell(group["accuracy"]), cell(group["risk"])])
     return header, rows
 
 
@@ -150,11 +193,11 @@ def vulnerable_table(risk: pd.DataFrame) -> Table:
               "per-sample AUC", "mean score gap (in − out)", "times in / out"]
     rows = []
     keys = ["sample", "class_name", *(["group"] if grouped else [])]
-    for eps, part in risk.groupby("epsilon", sort=True):
+    for (eps, point), part in risk.groupby(["epsilon", "point"], sort=True):
         per_image = part.groupby(keys).agg(
             auc=("auc", "mean"), gap=("gap", "mean"), n_in=("n_in", "sum"), n_out=("n_out", "sum")).reset_index()
         top = per_image.sort_values(["auc", "gap"], ascending=False).head(TOP_VULNERABLE)
-        rows += [[epsilon_label(eps), str(rank), str(t.sample), str(t.class_name), *([str(t.group)] if grouped else []),
+        rows += [[point, str(rank), str(t.sample), str(t.class_name), *([str(t.group)] if grouped else []),
                   fmt(t.auc), fmt(t.gap), f"{t.n_in} / {t.n_out}"] for rank, t in enumerate(top.itertuples(), 1)]
     return header, rows
 
@@ -163,10 +206,10 @@ def perfect_auc_table(risk: pd.DataFrame) -> Table:
     """Images with per-sample AUC 1 in a run, observed against the number expected with no leakage."""
     header = ["ε", "images with per-sample AUC = 1 (mean per run)", "expected by chance alone", "images per run"]
     rows = []
-    for eps, group in risk.groupby("epsilon", sort=True):
+    for (eps, point), group in risk.groupby(["epsilon", "point"], sort=True):
         per_run = group.groupby("seed").agg(observed=("auc", lambda a: float((a == 1).sum())),
                                             expected=("p_perfect", "sum"), n=("sample", "count"))
-        rows.append([epsilon_label(eps), f"{per_run['observed'].mean():.1f}", f"{per_run['expected'].mean():.1f}",
+        rows.append([point, f"{per_run['observed'].mean():.1f}", f"{per_run['expected'].mean():.1f}",
                      join(sorted(set(per_run["n"])))])
     return header, rows
 
@@ -182,8 +225,8 @@ def reconstruction_setting_table(recon: pd.DataFrame) -> Table:
             "max_grad_norm": fmt}
     shown = recon.assign(**{c: recon[c].map(lambda v, f=f: "–" if pd.isna(v) else f(v)) for c, f in text.items()})
     rows = []
-    for (eps, _, attack, *values), group in shown.groupby(["epsilon", "key", "attack", *text], sort=False):
-        rows.append([epsilon_label(eps), str(attack), *values, join(sorted(group["seed"]))])
+    for (eps, point, _, attack, *values), group in shown.groupby(["epsilon", "point", "key", "attack", *text], sort=False):
+        rows.append([point, str(attack), *values, join(sorted(group["seed"]))])
     return header, rows
 
 
@@ -191,7 +234,7 @@ def reconstruction_attack_table(recon: pd.DataFrame) -> Table:
     """Each reconstruction attack of each run: image similarity and ReRo@η (rows of records.reconstruction_frame)."""
     header = ["ε", "seed", "attack", "PSNR mean / max (dB)", "SSIM mean / max", "MSE mean", "NCC mean",
               "ReRo@η PSNR", "ReRo@η SSIM", "η (PSNR dB, SSIM)"]
-    rows = [[epsilon_label(a.epsilon), str(a.seed), a.attack, f"{fmt(a.psnr_mean)} / {fmt(a.psnr_max)}",
+    rows = [[a.point, str(a.seed), a.attack, f"{fmt(a.psnr_mean)} / {fmt(a.psnr_max)}",
              f"{fmt(a.ssim_mean)} / {fmt(a.ssim_max)}", fmt(a.mse_mean), fmt(a.ncc_mean),
              fmt(a.shares.get("psnr")), fmt(a.shares.get("ssim")),
              f"{a.eta.get('psnr', math.nan):g} dB, {a.eta.get('ssim', math.nan):g}"]
@@ -211,7 +254,7 @@ def prior_aware_table(sweep: Sweep) -> Table:
         for spec in ran:
             p = r.results("prior_aware").get(spec.name)
             if p:
-                rows.append([epsilon_label(r.epsilon), str(r.seed), *([spec.label] if len(ran) > 1 else []),
+                rows.append([r.point.label, str(r.seed), *([spec.label] if len(ran) > 1 else []),
                              fmt_ci(p["success_rate"], p["ci_low"], p["ci_high"]), fmt(p["chance"]),
                              fmt(float(r.summary.get("rero_bound_prior", math.nan))),
                              str(p.get("n_candidates", "–")), str(p.get("trials", "–"))])

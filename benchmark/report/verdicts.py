@@ -1,14 +1,12 @@
-"""Does an attack beat chance? The rules, the evidence behind each verdict and the summary in words.
+"""One verdict per threat model and budget, the evidence behind each, and the summary in words.
 
-"An attack beats chance" (:data:`CHANCE_RULE_TEXT`, stated in the report) when a confidence
-interval of its result excludes chance. What that means depends on the attack's family
-(benchmark/registry.py), so there is one :class:`ChanceRule` per family in :data:`CHANCE_RULES`:
-
-* membership: a variant's AUC interval lies above 0.5, or its TPR interval at an FPR level lies
-  above that level, or its empirical ε lower bound (a one-sided bound at confidence 1 − α) is > 0;
-* audit: the audit's ε lower bound is > 0;
-* prior_aware: the success interval lies above chance 1/n;
-* reconstruction: any image is reconstructed past the threshold η (ReRo share > 0).
+The chance rules live in benchmark/chance.py and the threat models in benchmark/threats.py; the
+run record turns them into the sweep table's ``verdict_<threat model>`` columns once. Here a
+point of the sweep (a DP budget, or a non-private reference at ε = ∞) gets, per realistic threat
+model, the verdict over its runs (seeds): ``beats chance`` if an attack of that threat model beat
+chance in any seed, ``no attack beat chance`` if its attacks ran in every seed and none did,
+``not run`` otherwise. The worst-case audit gets no verdict: its empirical ε is set beside the
+accountant's ε (:func:`audit_sentences`).
 
 Every sentence of the summary is chosen by a test on the recorded numbers; the numbers that the
 sweep table holds are read from the run frame (records.run_frame), never recomputed.
@@ -17,76 +15,21 @@ sweep table holds are read from the run frame (records.run_frame), never recompu
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .. import registry
-from .formatting import epsilon_label, fmt, fmt_ci, fmt_percent, fmt_signed
-from .records import Run, Sweep
+from .. import chance
+from ..threats import BEATS_CHANCE, NO_ATTACK_BEAT_CHANCE, NOT_RUN, REALISTIC, THREAT_MODELS, WORST_CASE, ThreatModel
+from .formatting import epsilon_label, fmt, fmt_percent, fmt_signed
+from .records import Point, Run, Sweep, baseline_reference, point_rows, reference_label
 
+# Kept importable from the report package (the rules themselves are the engine's).
+CHANCE_RULES = chance.CHANCE_RULES
+ChanceRule = chance.ChanceRule
+Finding = chance.Finding
 
-@dataclass(frozen=True)
-class Finding:
-    """One attack result that beats chance: which attack, and the numbers that show it."""
-
-    attack: str
-    text: str
-
-
-def _membership_evidence(name: str, result: dict) -> Iterator[Finding]:
-    for key, m in result["variants"].items():
-        label, level = registry.label(key), fmt_percent(m.get("confidence", 0.95))
-        lo, hi = m["auc_ci"]
-        if lo > 0.5:
-            yield Finding(label, f"AUC {fmt_ci(m['auc'], lo, hi)} ({level} CI) lies above 0.5")
-        for fpr, tpr, (lo, hi) in zip(m["fpr_levels"], m["tpr_at_fpr"], m["tpr_at_fpr_ci"]):
-            if lo > fpr:
-                yield Finding(label, f"TPR at {fmt_percent(fpr)} FPR {fmt_ci(tpr, lo, hi)} ({level} CI) lies above {fpr:g}")
-        e = m["empirical_epsilon"]
-        if e["epsilon_lb"] > 0:
-            yield Finding(label, f"empirical ε lower bound {fmt(e['epsilon_lb'])} > 0 "
-                                 f"(at confidence 1 − {e.get('alpha', math.nan):g})")
-
-
-def _audit_evidence(name: str, result: dict) -> Iterator[Finding]:
-    """An audit's ε lower bound above 0, with its guess counts where the result records them at its top level."""
-    if result["epsilon_lb"] > 0:
-        guesses = f"{result['v']} of {result['r']} guesses correct, " if "v" in result and "r" in result else ""
-        yield Finding(registry.label(name), f"ε lower bound {fmt(result['epsilon_lb'])} > 0 ({guesses}confidence "
-                                            f"1 − {result.get('alpha', math.nan):g})")
-
-
-def _prior_aware_evidence(name: str, result: dict) -> Iterator[Finding]:
-    if result["ci_low"] > result["chance"]:
-        yield Finding(registry.label(name), f"success {fmt_ci(result['success_rate'], result['ci_low'], result['ci_high'])} "
-                                            f"lies above chance {fmt(result['chance'])}")
-
-
-def _reconstruction_evidence(name: str, result: dict) -> Iterator[Finding]:
-    for metric, share in (result.get("rero") or {}).items():
-        if share > 0:
-            eta = (result.get("eta") or {}).get(metric, math.nan)
-            yield Finding(registry.label(name), f"{fmt(share)} of the images reconstructed past η = {eta:g} ({metric.upper()})")
-
-
-@dataclass(frozen=True)
-class ChanceRule:
-    """How the results of one attack family are judged against chance."""
-
-    evidence: Callable[[str, dict], Iterator[Finding]]  # (attack name, its result) -> the findings past chance
-    intervals: Callable[[dict], int]  # how many intervals and tests the rule looks at in one result
-
-
-CHANCE_RULES: dict[str, ChanceRule] = {
-    "membership": ChanceRule(_membership_evidence,
-                             lambda result: sum(2 + len(m["fpr_levels"]) for m in result["variants"].values())),
-    "audit": ChanceRule(_audit_evidence, lambda result: 1),
-    "reconstruction": ChanceRule(_reconstruction_evidence, lambda result: len(result.get("rero") or {})),
-    "prior_aware": ChanceRule(_prior_aware_evidence, lambda result: 1),
-}
 UNIT_OF_PRIVACY_TEXT = (
     "The unit of privacy is one training image, not one patient: DP-SGD bounds what any attacker can learn about "
     "one image. MedMNIST's splits are not made by patient, so a patient with k images in the training set is "
@@ -95,67 +38,132 @@ UNIT_OF_PRIVACY_TEXT = (
     "holds (see 'randomness' under Run metadata)."
 )
 CHANCE_RULE_TEXT = (
-    "An attack counts as beating chance when its confidence interval excludes chance: a membership attack's "
-    "AUC interval lies above 0.5, or its TPR interval at an FPR level lies above that level; or an empirical "
-    "ε lower bound of a membership attack or of an audit (one-run or white-box; already a one-sided confidence "
-    "bound) is above 0; or the prior-aware "
-    "attack's success interval lies above its chance 1/n; or a reconstruction attack reconstructs any image "
-    "past its threshold η (ReRo share > 0). A budget counts as safe only if no attack beats chance in any of "
-    "its runs (seeds)."
+    "Verdicts are given per threat model, because attackers differ in what they see. An attack counts as beating "
+    "chance when its confidence interval excludes chance: a membership attack's AUC interval lies above 0.5, or its "
+    "TPR interval at an FPR level lies above that level, or its empirical ε lower bound (a one-sided confidence "
+    "bound) is above 0; or the prior-aware attack's success interval lies above its chance 1/n; or a reconstruction "
+    "attack reconstructs any image past its threshold η (ReRo share > 0). A threat model's verdict at a budget is "
+    "'beats chance' if one of its attacks beat chance in any run (seed) there. The worst-case audit (canaries "
+    "inserted by the auditor, who sees the training) is the DP guarantee's own adversary: with enough canaries its "
+    "bound is above 0 at every finite ε by design, so it gets no verdict; it shows how tight the guarantee is."
 )
 
 
-def _rule(name: str) -> ChanceRule:
-    return CHANCE_RULES[registry.ATTACKS[name].family]
-
-
+# ============================================================================= evidence and verdicts
 def chance_tests(run: Run) -> int:
-    """How many intervals :data:`CHANCE_RULES` look at in one run (each one a chance of a false alarm)."""
-    return sum(_rule(name).intervals(result) for name, result in run.attacks.items())
+    """How many intervals the chance rules look at in one run's realistic attacks (each one a chance of a false alarm)."""
+    realistic = {t.key for t in REALISTIC}
+    return sum(chance.rule(name).intervals(result) for name, result in run.attacks.items()
+               if chance.registry.ATTACKS[name].threat in realistic)
 
 
 def chance_evidence(run: Run) -> list[Finding]:
-    """Every result of the run that beats chance, attacks in registry order."""
-    return [finding for name, result in run.attacks.items() for finding in _rule(name).evidence(name, result)]
+    """Every result of the run's realistic attacks that beats chance, attacks in registry order."""
+    return [f for t in REALISTIC for f in chance.evidence(chance.of_threat(run.attacks, t.key))]
 
 
-def evidence_by_budget(sweep: Sweep) -> dict[float, list[str]]:
-    """For each ε, every attack result that beats chance, as 'attack, seed s: numbers'."""
-    return {eps: [f"{f.attack}, seed {r.seed}: {f.text}" for r in sweep.at(eps) for f in chance_evidence(r)]
-            for eps in sweep.budgets}
+Evidence = dict[Point, dict[str, list[str]]]
+
+
+def evidence_by_point(sweep: Sweep) -> Evidence:
+    """For each point and realistic threat model, every result past chance, as 'attack, seed s: numbers'."""
+    return {point: {t.key: [f"{f.attack}, seed {r.seed}: {f.text}" for r in sweep.at_point(point)
+                            for f in chance.evidence(chance.of_threat(r.attacks, t.key))] for t in REALISTIC}
+            for point in sweep.points}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    value: str  # threats.VERDICTS
+    text: str  # the result that decided it (seed named where the point has several)
+
+
+def point_verdict(at: pd.DataFrame, threat: ThreatModel) -> Verdict:
+    """The verdict of one threat model over the runs ``at`` one point (rows of the run frame)."""
+    column, text = threat.verdict_column, threat.evidence_column
+    if column not in at or at.empty:
+        return Verdict(NOT_RUN, "")
+    values = at[column].fillna(NOT_RUN)
+    hit = at[values == BEATS_CHANCE]
+    if len(hit):
+        verdict, row = BEATS_CHANCE, hit.iloc[0]
+    elif (values == NO_ATTACK_BEAT_CHANCE).all():
+        verdict, row = NO_ATTACK_BEAT_CHANCE, at.iloc[0]
+    else:
+        return Verdict(NOT_RUN, "")
+    seed = f" (seed {int(row['seed'])})" if len(at) > 1 else ""
+    return Verdict(verdict, f"{row.get(text, '')}{seed}")
+
+
+def threats_run(runs: pd.DataFrame) -> list[ThreatModel]:
+    """The realistic threat models whose attacks ran somewhere in the sweep."""
+    return [t for t in REALISTIC if t.verdict_column in runs and (runs[t.verdict_column].fillna(NOT_RUN) != NOT_RUN).any()]
+
+
+def worst_case_ran(runs: pd.DataFrame) -> bool:
+    return "worst_case_epsilon_lb" in runs and runs["worst_case_epsilon_lb"].notna().any()
 
 
 # ============================================================================= summary in words
 def mean_at(runs: pd.DataFrame, eps: float, column: str) -> float:
-    """Mean of a run-frame column over the runs at ε (NaN where none has a value)."""
-    values = runs.loc[runs["epsilon"] == eps, column].dropna()
+    """Mean of a run-frame column over the runs at ε (at ε = ∞: the baseline reference's; NaN where none has a value)."""
+    return mean_at_point(runs, _point(runs, eps), column)
+
+
+def mean_at_point(runs: pd.DataFrame, point: Point, column: str) -> float:
+    values = point_rows(runs, point)[column].dropna() if column in runs else pd.Series(dtype=float)
     return float(values.mean()) if len(values) else math.nan
 
 
-def _seeds_note(runs: pd.DataFrame, eps: float) -> str:
-    n = int((runs["epsilon"] == eps).sum())
+def _point(runs: pd.DataFrame, eps: float) -> Point:
+    return Point(eps, (baseline_reference(runs) or "") if math.isinf(eps) else "")
+
+
+def point_label(point: Point) -> str:
+    return point.label
+
+
+def _seeds_note(runs: pd.DataFrame, point: Point) -> str:
+    n = len(point_rows(runs, point))
     return f" (means over {n} seeds)" if n > 1 else ""
 
 
-def utility_cost_sentence(runs: pd.DataFrame, eps: float) -> str:
+def baseline_text(runs: pd.DataFrame) -> str:
+    reference = baseline_reference(runs)
+    if reference == "same_recipe":
+        return "the same recipe without DP (no clipping, no noise)"
+    if reference == "tuned":
+        return "the tuned non-private recipe (this sweep has no same-recipe reference, so the gap also holds what the recipe costs)"
+    return "the non-private run"
+
+
+def utility_cost_sentence(runs: pd.DataFrame, eps: float, lead: str = "There, ") -> str:
     if not np.isinf(runs["epsilon"]).any():
         return "The sweep has no non-private run (ε = ∞), so the utility cost cannot be stated."
-    acc, ref = mean_at(runs, eps, "test_accuracy"), mean_at(runs, math.inf, "test_accuracy")
-    auroc, ref_auroc = mean_at(runs, eps, "test_auroc"), mean_at(runs, math.inf, "test_auroc")
-    return (f"There, test accuracy is {fmt(acc)}{_seeds_note(runs, eps)} against {fmt(ref)} without DP"
-            f"{_seeds_note(runs, math.inf)}, a change of {fmt_signed(acc - ref)}; test AUROC is {fmt(auroc)} "
-            f"against {fmt(ref_auroc)} ({fmt_signed(auroc - ref_auroc)}).")
+    point, ref = Point(eps), _point(runs, math.inf)
+    acc, ref_acc = mean_at_point(runs, point, "test_accuracy"), mean_at_point(runs, ref, "test_accuracy")
+    auroc, ref_auroc = mean_at_point(runs, point, "test_auroc"), mean_at_point(runs, ref, "test_auroc")
+    out = (f"{lead}test accuracy is {fmt(acc)}{_seeds_note(runs, point)} against {fmt(ref_acc)} for "
+           f"{baseline_text(runs)}{_seeds_note(runs, ref)}, a change of {fmt_signed(acc - ref_acc)}; test AUROC is "
+           f"{fmt(auroc)} against {fmt(ref_auroc)} ({fmt_signed(auroc - ref_auroc)}).")
+    tuned = Point(math.inf, "tuned")
+    if ref.reference != "tuned" and len(point_rows(runs, tuned)):
+        out += (f" The tuned non-private recipe reaches {fmt(mean_at_point(runs, tuned, 'test_accuracy'))} test "
+                "accuracy (shown as its own row).")
+    return out
 
 
-def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, list[str]]) -> list[str]:
+def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: Evidence) -> list[str]:
     """The summary in words: each sentence chosen by a test on the recorded numbers.
 
-    ``runs`` is the sweep's run frame (records.run_frame), ``evidence`` its :func:`evidence_by_budget`.
+    ``runs`` is the sweep's run frame (records.run_frame), ``evidence`` its :func:`evidence_by_point`.
     """
     budgets = sweep.budgets
     seeds = sorted({r.seed for r in sweep.runs})
-    out = [f"{len(sweep.runs)} run(s) at {len(budgets)} budget(s) (ε = {', '.join(epsilon_label(e) for e in budgets)}), "
-           f"{'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}."]
+    references = [reference_label(p.reference) for p in sweep.points if p.reference]
+    refs = f" (non-private references: {', '.join(references)})" if references else ""
+    out = [f"{len(sweep.runs)} run(s) at {len(budgets)} budget(s) (ε = {', '.join(epsilon_label(e) for e in budgets)})"
+           f"{refs}, {'seed' if len(seeds) == 1 else 'seeds'} {', '.join(map(str, seeds))}."]
     if not sweep.attacked:
         out.append("No attack was run in this sweep (attack=[]), so it measures utility and states the DP bounds "
                    "only; it says nothing about what an attacker can do at any budget.")
@@ -163,55 +171,115 @@ def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, li
         if private:
             out.append(f"The smallest budget is ε = {epsilon_label(min(private))}. " + utility_cost_sentence(runs, min(private)))
         return out
-    out += _verdict_sentences(budgets, runs, evidence)
+    costs: list[float] = []  # the budgets whose utility cost a sentence names, each stated once
+    for threat in threats_run(runs):
+        out += threat_sentences(sweep, runs, threat, costs)
+    out += reconstruction_sentences(sweep, runs, costs)
+    out += [utility_cost_sentence(runs, eps, lead=f"At ε = {epsilon_label(eps)}, ") for eps in sorted(set(costs))]
+    out += audit_sentences(sweep, runs)
     out += _multiplicity_sentences(sweep, evidence)
-    out += _nonprivate_sentences(sweep, runs, evidence) + consistency_sentences(runs) + _bound_sentences(sweep)
+    out += consistency_sentences(runs) + _bound_sentences(sweep)
     return out
 
 
-def _verdict_sentences(budgets: list[float], runs: pd.DataFrame, evidence: dict[float, list[str]]) -> list[str]:
-    """The largest budget at which no attack beat chance, and what it costs; or why there is none."""
-    safe = [e for e in budgets if not evidence[e]]
-    if not safe:
-        where = "At every budget, down to the smallest," if len(budgets) > 1 else "At the only budget,"
-        return [f"{where} ε = {epsilon_label(budgets[0])}, at least one attack beat chance within its confidence "
-                f"interval ({len(evidence[budgets[0]])} result(s) there; listed below the headline table)."]
-    if math.isinf(max(safe)) and len(safe) == len(budgets):
-        return ["No attack beat chance within its confidence interval at any budget, not even against the "
-                "non-private model (ε = ∞): the attacks run here found no measurable leakage in this sweep, "
-                "so it cannot tell the budgets apart by risk."]
-    if math.isinf(max(safe)):
-        return ["No attack beat chance within its confidence interval against the non-private model (ε = ∞), "
-                "yet attacks did at smaller budgets (listed below the headline table): the attacks' power varies "
-                "between runs, so no budget threshold can be read from this sweep."]
-    top = max(safe)
-    out = [f"The largest budget at which no attack beat chance within its confidence interval is "
-           f"ε = {epsilon_label(top)} (noise multiplier σ = {fmt(mean_at(runs, top, 'sigma'))}, accountant ε "
-           f"spent {fmt(mean_at(runs, top, 'epsilon_spent'))}).", utility_cost_sentence(runs, top)]
-    below = [e for e in budgets if e < top and evidence[e]]
-    if below:
-        out.append(f"At the smaller budget(s) ε = {', '.join(epsilon_label(e) for e in below)}, however, an attack "
-                   "did beat chance, so the budgets below this one are not all safe by the same test.")
+def threat_sentences(sweep: Sweep, runs: pd.DataFrame, threat: ThreatModel, costs: list[float]) -> list[str]:
+    """For one realistic threat model: the largest DP budget at which none of its attacks beat chance
+    (added to ``costs``: what it costs is stated once, after every threat model), where its attacks
+    did beat chance, and what they do without DP."""
+    verdicts = {p: point_verdict(point_rows(runs, p), threat) for p in sweep.points}
+    private = [p for p in sweep.points if not p.reference and not math.isinf(p.epsilon)]
+    judged = [p for p in private if verdicts[p].value != NOT_RUN]
+    name = f"{threat.label.capitalize()} ({threat.sees})"
+    out = []
+    safe = [p for p in judged if verdicts[p].value == NO_ATTACK_BEAT_CHANCE]
+    beaten = [p for p in judged if verdicts[p].value == BEATS_CHANCE]
+    if not judged:
+        out.append(f"{name}: its attacks ran only without DP.")
+    elif not safe:
+        first = judged[0]
+        out.append(f"{name}: an attack beat chance at every DP budget, down to ε = {point_label(first)} "
+                   f"({verdicts[first].text}).")
+    else:
+        top = max(safe, key=lambda p: p.epsilon)
+        out.append(f"{name}: no attack beat chance at ε = {point_label(top)}, the largest such budget "
+                   f"(strongest result: {verdicts[top].text}; σ = {fmt(mean_at_point(runs, top, 'sigma'))}).")
+        costs.append(top.epsilon)
+        below = [p for p in beaten if p.epsilon < top.epsilon]
+        if below:
+            out.append(f"At the smaller budget(s) ε = {', '.join(point_label(p) for p in below)}, however, an attack of "
+                       f"this threat model did beat chance ({verdicts[below[0]].text}), so not every budget below "
+                       "that one passes the same test.")
+        above = [p for p in beaten if p.epsilon > top.epsilon]
+        if above:
+            out.append(f"At ε = {', '.join(point_label(p) for p in above)} it beat chance ({verdicts[above[0]].text}).")
+    for point in (p for p in sweep.points if math.isinf(p.epsilon)):
+        v = verdicts[point]
+        if v.value == BEATS_CHANCE:
+            out.append(f"Without DP ({point_label(point)}) it beats chance: {v.text}.")
+        elif v.value == NO_ATTACK_BEAT_CHANCE:
+            out.append(f"Without DP ({point_label(point)}) no attack of this threat model beat chance either "
+                       f"({v.text}): these attacks find no measurable leakage here, so they cannot tell the budgets apart.")
+    if threat.key == "informed_adversary" and beaten:
+        out.append("The informed adversary is the threat model of the DP guarantee itself (Hayes et al. 2023): DP "
+                   "bounds its success by the ReRo bound, not by chance, so beating chance is allowed; a success "
+                   "interval above the bound would be a fault (checked below).")
     return out
 
 
-def _multiplicity_sentences(sweep: Sweep, evidence: dict[float, list[str]]) -> list[str]:
+def reconstruction_sentences(sweep: Sweep, runs: pd.DataFrame, costs: list[float]) -> list[str]:
+    """Ziller et al.'s question: the largest ε at which no image is reconstructed past η by any
+    reconstruction attack of a server (curious or malicious), with the one-step ReRo bound there."""
+    servers = [THREAT_MODELS[k] for k in ("curious_server", "malicious_server")]
+    private = [p for p in sweep.points if math.isfinite(p.epsilon)]
+    judged = {p: [point_verdict(point_rows(runs, p), t) for t in servers] for p in private}
+    judged = {p: v for p, v in judged.items() if any(x.value != NOT_RUN for x in v)}
+    if not judged:
+        return []
+    clean = [p for p, v in judged.items() if all(x.value != BEATS_CHANCE for x in v)]
+    if not clean:
+        return [f"Reconstruction by a server: at every budget of the sweep some image was reconstructed past η, down "
+                f"to ε = {point_label(min(judged, key=lambda p: p.epsilon))}."]
+    top = max(clean, key=lambda p: p.epsilon)
+    bound = mean_at_point(runs, top, "rero_bound_step")
+    out = [f"Reconstruction by a server (gradient inversion, imprint): the largest budget at which no image is "
+           f"reconstructed past η is ε = {point_label(top)}, where the ReRo bound of one client step allows at most "
+           f"{fmt(bound)} (κ = 1/N)."]
+    costs.append(top.epsilon)
+    above = sorted(p.epsilon for p, v in judged.items() if p.epsilon < top.epsilon and any(x.value == BEATS_CHANCE for x in v))
+    if above:
+        out.append(f"Images were reconstructed past η at the smaller budget(s) ε = "
+                   f"{', '.join(epsilon_label(e) for e in above)}, so that boundary is not monotone in this sweep.")
+    return out
+
+
+def audit_sentences(sweep: Sweep, runs: pd.DataFrame) -> list[str]:
+    """The worst-case audit as what it is: its empirical ε beside the accountant's ε, and their ratio."""
+    if not worst_case_ran(runs):
+        return []
+    parts = []
+    for point in (p for p in sweep.points if not p.reference and not math.isinf(p.epsilon)):
+        lb, spent = mean_at_point(runs, point, "worst_case_epsilon_lb"), mean_at_point(runs, point, "epsilon_spent")
+        if not math.isnan(lb):
+            parts.append(f"ε = {point_label(point)}: ε ≥ {fmt(lb)} of {fmt(spent)} ({tightness_text(lb / spent)})")
+    if not parts:
+        return []
+    return [f"{WORST_CASE.label.capitalize()} ({WORST_CASE.sees}): the guarantee is at least this tight — "
+            + "; ".join(parts) + ". These are lower bounds on the ε the training really has, not attacks on "
+            "patients: at any finite ε a large enough audit shows a bound above 0."]
+
+
+def tightness_text(ratio: float) -> str:
+    """An empirical ε ÷ the accountant's ε as a percentage with 3 significant digits (39.1 %, 0.000876 %)."""
+    return f"{100 * ratio:.3g}%"
+
+
+def _multiplicity_sentences(sweep: Sweep, evidence: Evidence) -> list[str]:
     """Many intervals per run: a lone finding just past chance may be luck; say how many were looked at."""
     tests = max(chance_tests(r) for r in sweep.runs)
-    if tests < 2 or not any(evidence.values()):
+    if tests < 2 or not any(found for per in evidence.values() for found in per.values()):
         return []
-    return [f"Each run is judged by up to {tests} intervals and tests (every attack and criterion), so an isolated "
-            "result just past chance can be luck; the list below the headline table gives each result's numbers."]
-
-
-def _nonprivate_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: dict[float, list[str]]) -> list[str]:
-    if math.inf not in evidence or not evidence[math.inf]:
-        return []
-    found = evidence[math.inf]
-    best_auc, best_tpr = mean_at(runs, math.inf, "mia_best_auc"), mean_at(runs, math.inf, "mia_best_tpr_at_0.1%fpr")
-    membership = (f" The strongest membership attack reached AUC {fmt(best_auc)} and TPR {fmt(best_tpr)} at "
-                  f"{fmt_percent(lowest_fpr_level(sweep))} FPR." if not math.isnan(best_auc) else "")
-    return [f"Without DP (ε = ∞), {len(found)} attack result(s) beat chance, for example {found[0]}.{membership}"]
+    return [f"Each run is judged by up to {tests} intervals and tests (every realistic attack and criterion), so an "
+            "isolated result just past chance can be luck; the list below the headline table gives each result's numbers."]
 
 
 def _bound_sentences(sweep: Sweep) -> list[str]:

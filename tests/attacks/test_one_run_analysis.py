@@ -27,6 +27,7 @@ from medprivbench.attacks.fdp import (
 from medprivbench.attacks.one_run_analysis import (
     FDP_ANALYSES,
     LOG_SIGMA_STEP,
+    at_limit,
     fdp_approx_dp_audit,
     fdp_dpsgd_audit,
     fdp_gdp_audit,
@@ -366,6 +367,27 @@ def test_reference_numbers_and_the_f_dp_gain(recipe_ceilings):
     assert at8["fdp_gdp_mean"] >= at8["steinke_mean"] + 1.0
     assert at8["fdp_dpsgd_mean"] >= at8["fdp_gdp_mean"]
     assert at2["fdp_dpsgd_mean"] >= at2["steinke_mean"] + 0.2
+
+
+def test_the_ceiling_records_its_spread_over_the_idealised_runs(recipe_ceilings):
+    # a mean of a few idealised runs: its sample standard deviation is recorded beside it
+    for (target, observation), ceiling in recipe_ceilings.items():
+        assert ceiling["n_simulations"] == 10
+        for name in ANALYSES:
+            values_range = ceiling[f"{name}_max"] - ceiling[f"{name}_min"]
+            assert 0.0 < ceiling[f"{name}_sd"] <= values_range, (target, observation, name)
+            assert 0.0 <= ceiling[f"{name}_at_limit"] <= 1.0
+    one = ideal_ceiling(200, 1.0, 0.1, 20, DELTA, "all_iterates", 10, 10, ALPHA, 1, 3)
+    assert all(math.isnan(one[f"{name}_sd"]) for name in ANALYSES)  # no spread from one run
+
+
+def test_bounds_at_a_limit_of_the_analysis_are_flagged():
+    assert at_limit({"r": 5, "v": 5, "m": 10}) and not at_limit({"r": 5, "v": 4, "m": 10})
+    assert at_limit({"r": 5, "v": 4, "m": 10, "at_search_limit": True})
+    # without noise the included canaries are found: every "included" guess is right in every run
+    ceiling = ideal_ceiling(200, 0.0, 0.5, 10, DELTA, "all_iterates", 20, 0, ALPHA, 2, 5)
+    assert all(ceiling[f"{name}_at_limit"] == 1.0 for name in ANALYSES)
+    assert all(ceiling[f"{name}_sd"] == 0.0 for name in ANALYSES)  # the same limit each time
 
 
 def test_recommended_guesses_reach_four_at_epsilon_eight():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 
+import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -209,3 +210,36 @@ def test_per_class_figure_draws_each_class(tmp_path, drawn):
     assert_png(path, figures.per_class(classes, path))
     risk_axes = drawn[0].axes[1]
     np.testing.assert_allclose(series(risk_axes, "pneumonia")[:, 1], [0.555] * 3)
+
+
+def test_verdict_grid_colours_each_cell_by_its_verdict_and_labels_it_with_the_deciding_result(tmp_path, drawn):
+    from medprivbench.benchmark.report.records import Point
+
+    runs = pd.DataFrame({
+        "epsilon": [1.0, math.inf], "reference": ["", "same_recipe"], "seed": [0, 0], "epsilon_spent": [0.99, math.inf],
+        "verdict_black_box": ["no attack beat chance", "beats chance"],
+        "verdict_black_box_evidence": ["LiRA AUC 0.51 [0.48, 0.54]", "LiRA AUC 0.70 [0.66, 0.74]"],
+        "verdict_curious_server": ["not run", "not run"], "verdict_curious_server_evidence": ["", ""],
+        "worst_case_epsilon_lb": [0.33, 8.7],
+    })
+    path = tmp_path / "verdicts.png"
+    assert_png(path, figures.verdict_grid({"s": runs}, {"s": [Point(1.0), Point(math.inf, "same_recipe")]}, path))
+    ax = drawn[0].axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["black box", "worst-case audit"]  # curious server never ran
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["ε = 1", "ε = ∞ (same recipe)"]
+    colours = [tuple(p.get_facecolor()) for p in ax.patches]
+    green, red = (matplotlib.colors.to_rgba(figures.VERDICT_COLOURS[v]) for v in ("no attack beat chance", "beats chance"))
+    assert colours[0] == green and colours[2] == red  # row by row: (ε = 1, black box), (ε = 1, audit), (∞, black box)
+    texts = [t.get_text() for t in ax.texts]
+    assert "LiRA AUC 0.51" in texts[0] and "ε ≥ 0.33 of 0.99" in texts[1] and "33% tight" in texts[1]
+    assert texts[2].startswith("beats chance") and "no DP" in texts[3]
+
+
+def test_utility_figure_draws_the_tuned_reference_as_a_star_apart(tmp_path, drawn):
+    runs = pd.DataFrame({"epsilon": [8.0, math.inf], "test_accuracy": [0.7, 0.9], "test_auroc": [0.75, 0.95]})
+    tuned = pd.DataFrame({"epsilon": [math.inf], "test_accuracy": [0.93], "test_auroc": [0.97]})
+    figures.utility({"s": runs}, tmp_path / "u.png", tuned={"s": tuned})
+    ax = drawn[0].axes[0]
+    star = [c for c in ax.containers if c.get_label() == "tuned non-private recipe"]
+    assert len(star) == 1 and star[0].lines[0].get_ydata()[0] == pytest.approx(0.93)
+    assert star[0].lines[0].get_xdata()[0] > series(ax, "s")[:, 0].max()  # beside the same-recipe point at ∞

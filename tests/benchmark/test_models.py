@@ -82,24 +82,30 @@ def test_per_sample_gradients_match_brute_force(name, mode, dims):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_ghost_clipping_gives_the_same_clipped_update():
-    """Ghost clipping never forms per-sample gradients; its clipped sum must equal the brute-force one."""
+def _ghost_step(model, x, y):
+    """Opacus' ghost clipping (C = 1, no noise) through one backward pass; returns the module and optimiser."""
     from opacus import PrivacyEngine
 
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
+    gsm, opt, crit, _ = PrivacyEngine().make_private(
+        module=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.0), data_loader=loader,
+        criterion=nn.CrossEntropyLoss(), noise_multiplier=0.0, max_grad_norm=1.0, grad_sample_mode="ghost",
+        poisson_sampling=False,
+    )
+    opt.zero_grad()
+    crit(gsm(x), y).backward()
+    return gsm, opt
+
+
+def test_ghost_clipping_gives_the_same_clipped_update():
+    """Ghost clipping never forms per-sample gradients; its clipped sum must equal the brute-force one."""
     torch.manual_seed(0)
     x, y = torch.rand(5, 1, 16, 16), torch.tensor([0, 1, 1, 0, 1])
     model = build_model(_cfg("cnn"), in_channels=1, n_classes=2, image_size=16)
     per_sample = _brute_force_grads(model, x, y)
     factors = (1.0 / per_sample.norm(dim=1)).clamp(max=1.0)  # C = 1
     expected = (per_sample * factors[:, None]).sum(0) / len(x)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    gsm, opt, crit, _ = PrivacyEngine().make_private(
-        module=model, optimizer=opt, data_loader=loader, criterion=nn.CrossEntropyLoss(), noise_multiplier=0.0,
-        max_grad_norm=1.0, grad_sample_mode="ghost", poisson_sampling=False,
-    )
-    opt.zero_grad()
-    crit(gsm(x), y).backward()
+    gsm, opt = _ghost_step(model, x, y)
     opt.step()
     got = torch.cat([p.grad.flatten() for p in model.parameters()])
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
@@ -129,3 +135,54 @@ def test_pool_option_acts_or_is_rejected():
         build_model(_cfg("cnn", pool="min"), in_channels=1, n_classes=2, image_size=28)
     with pytest.raises(ConfigError, match="model.pool='avg' is not supported by model 'resnet18'"):
         build_model(_cfg("resnet18", pool="avg"), in_channels=1, n_classes=2, image_size=28)
+
+
+def _channels_last_images(n, channels, side, seed=0):
+    """Images stored channels-last (N, H, W, C) and viewed as (N, C, H, W), as in a decoded batch.
+
+    For one channel these are the strides (H·W, 1, W, 1) that NumPy's fancy indexing hands over for
+    a (N, 1, H, W) array (the datasets' ``train_x[keep]``): torch reads them as channels-last, so
+    every convolution output after the first is channels-last too (on CPU and CUDA alike).
+    """
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, side, side, channels, generator=g).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("mode", ["hooks", "ew", "functorch"])
+def test_dp_gradient_matches_plain_backward_on_channels_last_images(mode, channels):
+    """Without noise or clipping, Opacus' step is the plain mean-loss gradient, whatever the memory layout.
+
+    Opacus 1.6's Conv2d grad sampler (unfold2d) assumed NCHW strides and read the zero padding of
+    channels-last activations instead: hooks (and ghost) gave the 2nd and 3rd convolutions of the
+    CNN a zero per-sample gradient. benchmark/grad_samplers.py registers the corrected sampler.
+    """
+    from opacus import PrivacyEngine
+
+    x, y = _channels_last_images(8, channels, 28), torch.tensor([0, 1] * 4)
+    torch.manual_seed(0)
+    plain = build_model(_cfg("cnn"), in_channels=channels, n_classes=2, image_size=28)
+    nn.functional.cross_entropy(plain(x), y).backward()
+    torch.manual_seed(0)
+    model = build_model(_cfg("cnn"), in_channels=channels, n_classes=2, image_size=28)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=len(x))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    private, opt, _ = PrivacyEngine().make_private(
+        module=model, optimizer=opt, data_loader=loader, noise_multiplier=0.0, max_grad_norm=1e9,
+        grad_sample_mode=mode, poisson_sampling=False,
+    )
+    opt.zero_grad()
+    nn.functional.cross_entropy(private(x), y).backward()
+    opt.step()
+    for (name, want), got in zip(plain.named_parameters(), model.parameters()):
+        torch.testing.assert_close(got.grad, want.grad, rtol=1e-4, atol=1e-6, msg=lambda m, name=name: f"{mode} {name}: {m}")
+
+
+def test_ghost_clipping_norms_on_channels_last_images():
+    """Ghost clipping's per-sample norms (its clipping factors: the privacy guarantee) on channels-last images."""
+    x, y = _channels_last_images(5, 1, 16), torch.tensor([0, 1, 1, 0, 1])
+    torch.manual_seed(0)
+    model = build_model(_cfg("cnn"), in_channels=1, n_classes=2, image_size=16)
+    expected = _brute_force_grads(model, x, y).norm(dim=1)
+    gsm, _ = _ghost_step(model, x, y)
+    torch.testing.assert_close(gsm.per_sample_gradient_norms, expected, rtol=1e-4, atol=1e-6)

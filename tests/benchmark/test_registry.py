@@ -57,7 +57,7 @@ def random_guess_attack(tmp_path):
     membership.register_attack("random_guess", uses_references=False)(random_guess)
     # --- the one registry entry
     registry.register(registry.AttackSpec(
-        name="random_guess", schema=RandomGuessConfig, label="random guess", family="membership",
+        name="random_guess", schema=RandomGuessConfig, label="random guess", family="membership", threat="black_box",
         threat_model="none: the attacker flips coins", columns=membership_columns, lower_bounds=lambda s: 1,
         run=lambda ctx, s: run_membership("none: the attacker flips coins", {"random_guess": ("random_guess", {"salt": s.salt})})(ctx, s),
     ))
@@ -107,3 +107,32 @@ def test_every_attack_config_file_has_a_registry_entry_and_back():
         assert entry.label and entry.threat_model and entry.family in registry.FAMILIES
         defaults = entry.settings_schema()
         assert isinstance(defaults, entry.schema) or defaults is entry.schema
+
+
+def test_every_attack_declares_one_of_the_threat_models():
+    from medprivbench.benchmark.threats import THREAT_MODELS
+
+    keys = {name: entry.threat for name, entry in registry.load().items()}
+    assert set(keys.values()) == set(THREAT_MODELS)  # every threat model has an attack, every attack one threat model
+    assert keys["imprint"] == "malicious_server" and keys["whitebox"] == keys["audit"] == "worst_case_audit"
+    with pytest.raises(ValueError, match="threat='server'; expected one of black_box"):
+        registry.register(registry.AttackSpec(name="no_threat", schema=RandomGuessConfig, label="x", family="membership",
+                                              threat="server", threat_model="x", run=lambda c, s: {}, columns=lambda n, r: {}))
+    assert "no_threat" not in registry.ATTACKS
+
+
+@pytest.mark.slow
+def test_the_non_private_point_trains_one_run_per_reference(tmp_path):
+    overrides = [o for o in TINY if not o.startswith(("attack", "membership", "privacy.references"))]
+    cfg = _compose([*overrides, "attack=[]", f"results_root={tmp_path}", "privacy.epsilon=inf"])
+    validate_config(cfg)
+    outcome = run_experiment(cfg)
+    recs = {r["privacy"]["reference"]: r for _, r in store.iter_complete_runs(outcome.sweep_dir)}
+    assert set(recs) == {"same_recipe", "tuned"}
+    assert recs["same_recipe"]["train"]["optimizer"] == cfg.train.optimizer
+    assert recs["tuned"]["train"]["optimizer"] == cfg.train.nonprivate.optimizer
+    assert recs["same_recipe"]["run_id"] != recs["tuned"]["run_id"]
+    assert run_experiment(cfg).skipped  # resumes: both are complete
+    only = _compose([*overrides, "attack=[]", f"results_root={tmp_path / 'one'}", "privacy.epsilon=inf",
+                     "privacy.references=[same_recipe]"])
+    assert [r["privacy"]["reference"] for _, r in store.iter_complete_runs(run_experiment(only).sweep_dir)] == ["same_recipe"]

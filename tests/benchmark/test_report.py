@@ -68,9 +68,10 @@ def _reconstruction(run_dir_writer: store.RunWriter, eps: float, rng) -> dict:
     }
 
 
-def _record(eps: float, seed: int, *, class_names, real: bool, leaky: set, recon: bool, writer, rng) -> dict:
+def _record(eps: float, seed: int, *, class_names, real: bool, leaky: set, recon: bool, writer, rng,
+            reference: str | None = None) -> dict:
     private = math.isfinite(eps)
-    accuracy = 0.9 - (0.2 / eps if private else 0.0) + 0.01 * seed
+    accuracy = 0.9 - (0.2 / eps if private else 0.0) + 0.01 * seed + (0.04 if reference == "tuned" else 0.0)
     auroc = min(1.0, accuracy + 0.05)
     leaks = eps in leaky
     test = {"accuracy": accuracy, "balanced_accuracy": accuracy, "mcc": 0.5, "auroc": auroc, "sensitivity": 0.8,
@@ -86,7 +87,7 @@ def _record(eps: float, seed: int, *, class_names, real: bool, leaky: set, recon
         "privacy": {"epsilon_target": eps, "delta": 1e-5, "sample_rate": 0.25, "steps": 8, "noise_multiplier":
                     (2.0 / eps if private else 0.0), "max_grad_norm": 1.0 if private else math.inf,
                     "accountant": "prv" if private else "none", "accountant_note": "",
-                    "epsilon_spent": eps * 0.99 if private else math.inf},
+                    "epsilon_spent": eps * 0.99 if private else math.inf, "reference": reference},
         "train": {"epochs": 2, "batch_size": 10, "optimizer": "sgd", "lr": 1.0, "momentum": 0.9, "weight_decay": 0.0,
                   "lr_schedule": "cosine", "steps_taken": 8, "wall_time_s": 1.5, "samples_per_s": 50.0, "loss_history": [1.0]},
         "utility": {"test": test, "train": {**test, "accuracy": min(1.0, accuracy + 0.05)},
@@ -123,14 +124,17 @@ def _scores(rng, n_classes: int, leaks: bool) -> pd.DataFrame:
 
 
 def make_sweep(folder: Path, *, budgets=(1.0, 8.0, math.inf), seeds=(0, 1), class_names=("benign", HOSTILE),
-               real: bool = False, leaky=(math.inf,), recon: bool = True) -> Path:
-    """A sweep folder of complete runs written through the results store, as a real sweep would."""
+               real: bool = False, leaky=(math.inf,), recon: bool = True, references=(None,)) -> Path:
+    """A sweep folder of complete runs written through the results store, as a real sweep would
+    (``references``: the non-private references at ε = ∞; None: a run recorded before they existed)."""
     rng = np.random.default_rng(0)
-    for eps in budgets:
+    points = [(eps, None) for eps in budgets if math.isfinite(eps)]
+    points += [(eps, ref) for eps in budgets if math.isinf(eps) for ref in references]
+    for eps, reference in points:
         for seed in seeds:
-            writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed={seed}_fake")
+            writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_{reference}_seed={seed}_fake")
             record = _record(eps, seed, class_names=list(class_names), real=real, leaky=set(leaky), recon=recon,
-                             writer=writer, rng=rng)
+                             writer=writer, rng=rng, reference=reference)
             writer.write_parquet("membership_scores.parquet", _scores(rng, len(class_names), eps in leaky))
             writer.write_text("config.yaml", f"seed: {seed}\n")
             writer.write_json(store.METRICS, record)
@@ -195,14 +199,17 @@ def test_report_files_are_written_in_the_sweep_folder(built):
 def test_headline_values_equal_the_run_records(built):
     folder, _ = built
     md = (folder / "report.md").read_text()
-    table = markdown_table_after(md, "## Headline table")
+    table = pd.concat([markdown_table_after(md, "Utility:"),
+                       markdown_table_after(md, "Attack success beside its bounds").drop(columns="ε")], axis=1)
     recs = records(folder)
     # the report reads the sweep table's columns (benchmark/record.py), never recomputing them
     table_columns = {
         "accountant ε spent": "epsilon_spent", "σ": "sigma", "test accuracy": "test_accuracy", "test AUROC": "test_auroc",
+        "training accuracy": "train_accuracy",
         "best membership AUC": "mia_best_auc", "best TPR at 0.1% FPR": "mia_best_tpr_at_0.1%fpr",
         "empirical ε lower bound (membership)": "mia_best_epsilon_lb", "ε lower bound (one-run audit)": "audit_epsilon_lb",
-        "reconstruction ReRo@η (best attack)": "recon_best_rero", "ReRo bound γ (κ = 1/N)": "rero_bound_train",
+        "ReRo@η by PSNR (best attack)": "recon_best_rero", "ReRo bound γ, whole run (κ = 1/N)": "rero_bound_train",
+        "ReRo bound γ, one client step (κ = 1/N)": "rero_bound_step",
         "prior-aware success": "prior_aware_success", "ReRo bound γ (κ = 1/n)": "rero_bound_prior",
     }
     sweep_table = store.aggregate(folder)
@@ -224,23 +231,38 @@ def test_headline_values_equal_the_run_records(built):
             accuracy = columns["test accuracy"]
             change = mean_over_seeds(recs, eps, accuracy) - mean_over_seeds(recs, math.inf, accuracy)
             assert close(row["Δ accuracy vs non-private"], change)
-    # only the non-private runs leak in this sweep
-    assert list(table["attack beats chance"].str.split().str[0]) == ["no", "no", "yes"]
+    # only the non-private runs leak in this sweep; the audit gets no verdict, only its bound
+    verdicts = markdown_table_after(md, "Verdict per threat model")
+    assert list(verdicts.columns) == ["ε", "black box", "curious server", "malicious server", "informed adversary",
+                                      "worst-case audit: empirical ε vs accountant ε"]
+    assert [v.split(":")[0] for v in verdicts["black box"]] == ["no attack beat chance"] * 2 + ["beats chance"]
+    assert [v.split(":")[0] for v in verdicts["malicious server"]] == ["no attack beat chance"] * 2 + ["beats chance"]
+    assert verdicts["worst-case audit: empirical ε vs accountant ε"].iloc[1] == "ε ≥ 0.000 of 7.920 (0% tight)"
+    sweep_table = store.aggregate(folder)
+    for column in ("verdict_black_box", "verdict_curious_server", "verdict_malicious_server", "verdict_informed_adversary"):
+        assert set(sweep_table[column]) <= {"beats chance", "no attack beat chance", "not run"}
+    assert "verdict_worst_case_audit" not in sweep_table  # tightness, not a verdict
+    assert set(sweep_table["worst_case_tightness"].dropna()) == {0.0}
 
 
 def test_summary_names_the_largest_safe_budget_and_its_cost(built):
     folder, _ = built
     md = (folder / "report.md").read_text()
     summary = md[md.index("## Summary"):md.index("## Headline table")]
-    assert "The largest budget at which no attack beat chance within its confidence interval is ε = 8" in summary
+    for threat in ("Black box", "Curious server", "Malicious server"):
+        assert re.search(threat + r" \(.*?\): no attack beat chance at ε = 8, the largest such budget", summary), threat
+    assert "Informed adversary" in summary and "no attack of this threat model beat chance either" in summary
     recs = records(folder)
     acc = lambda r: r["utility"]["test"]["accuracy"]  # noqa: E731
     change = mean_over_seeds(recs, 8.0, acc) - mean_over_seeds(recs, math.inf, acc)
-    stated = re.search(r"a change of (\S+);", summary)[1]
+    stated = re.search(r"At ε = 8, test accuracy is .*? a change of (\S+);", summary)[1]
     assert close(stated, change)
-    assert "Without DP (ε = ∞)" in summary and "beat chance" in summary
-    # per run: 2 membership attacks × (AUC, 2 TPR levels, ε bound) + audit + prior-aware + 2 attacks × 2 ReRo shares
-    assert "up to 14 intervals and tests" in summary
+    assert summary.count("At ε = 8, test accuracy") == 1  # the cost is stated once, not per threat model
+    assert "Without DP (∞ (non-private)) it beats chance" in summary
+    assert "the largest budget at which no image is reconstructed past η is ε = 8" in summary
+    # per run, realistic attacks only: 2 membership attacks × (AUC, 2 TPR levels, ε bound) + prior-aware + 2 × 2 ReRo shares
+    assert "up to 13 intervals and tests" in summary
+    assert "Worst-case audit" in summary and "the guarantee is at least this tight" in summary
     assert "No empirical ε lower bound exceeds the accountant's ε" in summary
     assert report.CHANCE_RULE_TEXT.split(":")[0] in summary  # the rule is stated
 
@@ -248,7 +270,7 @@ def test_summary_names_the_largest_safe_budget_and_its_cost(built):
 def test_summary_warns_when_an_attack_beats_its_bound(built):
     folder, _ = built
     sweep = report.load_sweeps([folder])[0]
-    runs, evidence = report.run_frame(sweep), report.evidence_by_budget(sweep)
+    runs, evidence = report.run_frame(sweep), report.evidence_by_point(sweep)
     assert not any(s.startswith("Warning") for s in report.summary_sentences(sweep, runs, evidence))
     leaky = runs.copy()
     leaky.loc[leaky["epsilon"] == 1.0, "epsilon_lb_max"] = 1.5  # above the accountant's ε = 0.99
@@ -267,8 +289,9 @@ def test_every_figure_exists_and_is_referenced(built):
     linked = md_figures(md)
     on_disk = sorted(p.relative_to(folder).as_posix() for p in (folder / "figures").glob("*.png"))
     assert sorted(linked) == on_disk
-    expected = {"utility_vs_epsilon", "membership_vs_epsilon", "roc_curves", "empirical_vs_accountant_epsilon",
+    expected = {"verdicts", "utility_vs_epsilon", "membership_vs_epsilon", "roc_curves", "empirical_vs_accountant_epsilon",
                 "reconstruction_vs_epsilon", "per_class_risk"}
+    assert Path(linked[0]).stem == "verdicts"  # the report opens with the verdict grid
     assert expected <= {Path(p).stem for p in linked}
     # two reconstruction grids (one per attack) at each of three budgets: synthetic data, shown by default
     assert sum(Path(p).name.startswith("recon_") for p in linked) == 3 * len(RECON_ATTACKS)
@@ -291,6 +314,10 @@ def test_threat_models_metadata_and_per_class_sections(built):
     folder, _ = built
     md = (folder / "report.md").read_text()
     threats = markdown_table_after(md, "## Threat models")
+    assert list(threats["threat model"]) == ["black box", "curious server", "malicious server", "informed adversary",
+                                             "worst-case audit"]
+    threats = markdown_table_after(md, "| attack | threat model |")
+    assert threats.set_index("attack").loc["one-run audit", "threat model"] == "worst-case audit"
     expected = {"loss threshold", "LiRA online", "one-run audit", "gradient inversion", "prior-aware reconstruction"}
     assert expected <= set(threats["attack"])
     meta = markdown_table_after(md, "## Run metadata").set_index("")
@@ -338,7 +365,7 @@ class SecondAuditConfig:
 def second_audit():
     """A second audit-family attack with several bounds, as a white-box audit records them."""
     registry.register(registry.AttackSpec(
-        name="second_audit", schema=SecondAuditConfig, label="second audit", family="audit",
+        name="second_audit", schema=SecondAuditConfig, label="second audit", family="audit", threat="worst_case_audit",
         threat_model="auditor who sees every noisy update", run=lambda ctx, settings: {},
         columns=lambda name, r: {f"{name}_final_epsilon_lb": r["epsilon_lb"] / 2, f"{name}_best_epsilon_lb": r["epsilon_lb"]},
         lower_bounds=lambda settings: 2,
@@ -361,16 +388,19 @@ def test_every_audit_is_reported_under_its_own_label(second_audit, tmp_path):
         writer.publish()
     report.build_report([folder])
     md = (folder / "report.md").read_text()
-    headline = markdown_table_after(md, "## Headline table")
+    headline = markdown_table_after(md, "Attack success beside its bounds")
     assert list(headline["ε lower bound (one-run audit)"]) == ["0.000", "0.000"]
     assert list(headline[f"ε lower bound ({second_audit})"]) == ["0.000", "0.700"]
-    assert list(headline["attack beats chance"]) == ["no", "yes (1)"]
-    assert f"{second_audit}, seed 0: ε lower bound 0.700 &gt; 0 (confidence 1 − 0.01)" in md  # Markdown escapes '>'
+    # an audit is the worst case, never a verdict: its bound is shown as tightness
+    verdicts = markdown_table_after(md, "Verdict per threat model")
+    assert list(verdicts["worst-case audit: empirical ε vs accountant ε"]) == [
+        "ε ≥ 0.000 of 1.980 (0% tight)", "ε ≥ 0.700 (no DP: no accountant ε)"]
+    assert "ε lower bound 0.700" not in md.split("## Summary")[1].split("## Headline table")[0]
     assert f"(best attack) and by the one-run audit and the {second_audit}." in md
     meta = markdown_table_after(md, "## Run metadata").set_index("")
     assert meta.loc["one-run audit", "audits"] == "40 mislabelled canaries, 10 + 10 guesses"
     assert meta.loc[second_audit, "audits"] == "64 canaries"
-    assert second_audit in set(markdown_table_after(md, "## Threat models")["attack"])
+    assert second_audit in set(markdown_table_after(md, "| attack | threat model |")["attack"])
 
 
 def test_real_patient_reconstructions_are_shown_only_when_opted_in(tmp_path):
@@ -401,11 +431,12 @@ def test_comparison_of_two_sweeps_side_by_side(built, tmp_path):
     md = (out / "report.md").read_text()
     assert md.startswith("# medprivbench budget comparison: fake-cnn vs other-resnet")
     side = markdown_table_after(md, "### Side by side")
-    assert list(side.columns[1:4]) == [f"fake-cnn: {c}" for c in ("test accuracy", "best membership AUC", "attack beats chance")]
+    assert list(side.columns[1:3]) == [f"fake-cnn: {c}" for c in ("test accuracy", "black box")]
     assert list(side["ε"]) == ["1", "8", "1e6", "∞ (non-private)"]
-    assert list(side["other-resnet: attack beats chance"].str.split().str[0]) == ["no", "–", "yes", "yes"]
-    assert list(side["fake-cnn: attack beats chance"].str.split().str[0]) == ["no", "no", "–", "yes"]
-    assert "is ε = 1 " in md  # other-resnet: the largest safe budget is 1
+    no, yes = "no attack beat chance", "beats chance"
+    assert list(side["other-resnet: black box"]) == [no, "–", yes, yes]
+    assert list(side["fake-cnn: black box"]) == [no, no, "–", yes]
+    assert "no attack beat chance at ε = 1, the largest such budget" in md  # other-resnet: the largest safe budget is 1
     # real patient data: withheld by default; synthetic data: shown
     assert "Reconstructed images of other-resnet withheld" in md and "--show-reconstructions" in md
     assert "Reconstructed images of fake-cnn withheld" not in md
@@ -434,12 +465,12 @@ def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
     assert str(folder / "report.html") in capsys.readouterr().out
     md = (folder / "report.md").read_text()
     assert "No membership inference attack was recorded" in md
-    headline = markdown_table_after(md, "## Headline table")
+    headline = markdown_table_after(md, "Attack success beside its bounds")
     assert "best membership AUC" not in headline.columns
     # no attack ran: the report must not claim that none beat chance
     assert "No attack was run in this sweep" in md and "No attack beat chance" not in md
-    assert "attack beats chance" not in headline.columns
-    assert close(headline["ReRo bound γ (κ = 1/N)"].iloc[0], 0.15)
+    assert "Verdict per threat model" not in md and "## Verdicts per threat model" not in md
+    assert close(headline["ReRo bound γ, whole run (κ = 1/N)"].iloc[0], 0.15)
     bounds = markdown_table_after(md, "ReRo bounds (Hayes")
     assert list(bounds["ε"]) == ["2", "∞ (non-private)"] and close(bounds.iloc[0, 3], 0.15)
     assert "### Reconstructed images" not in md and "withheld" not in md  # no images to show or withhold
@@ -455,3 +486,86 @@ def test_report_options_from_config():
         report.report_options({"show_reconstruction": True})
     with pytest.raises(ConfigError, match="true or false"):
         report.report_options({"show_reconstructions": "yes"})
+
+
+def _whitebox(eps: float, seed: int) -> dict:
+    """A white-box audit result as benchmark/audit_run.run_whitebox records it (3 idealised runs)."""
+    private = math.isfinite(eps)
+    observations = {}
+    for observation, scale in (("all_iterates", 1.0), ("final_model", 0.5)):
+        bounds = {"steinke": {"epsilon_lb": (0.8 + 0.1 * seed) * scale if private else 3.0, "r": 100,
+                              "v": 80 if private else 100, "m": 400},
+                  "fdp_dpsgd": {"epsilon_lb": (1.0 + 0.1 * seed) * scale if private else 8.66, "r": 100,
+                                "v": 80 if private else 100, "m": 400, "at_search_limit": not private,
+                                "sigma": 1.0, "sigma_rejected": 1.0}}
+        observations[observation] = {
+            "k_plus": 60, "k_minus": 40, "ceiling_runs": 3,
+            "ceiling": {"steinke": 1.0 * scale if private else 3.0, "fdp_dpsgd": 1.5 * scale if private else 8.66},
+            "ceiling_sd": {"steinke": 0.1, "fdp_dpsgd": 0.2} if private else {"steinke": 0.0, "fdp_dpsgd": 0.0},
+            "ceiling_at_limit": {"steinke": 0.0, "fdp_dpsgd": 0.0} if private else {"steinke": 1.0, "fdp_dpsgd": 1.0},
+            "bounds": bounds,
+        }
+    best = max(b["epsilon_lb"] for o in observations.values() for b in o["bounds"].values())
+    return {"threat_model": "auditor of the DP guarantee itself", "m": 400, "n_included": 200, "alpha": 0.01,
+            "canary_rows_per_step": 25.0, "observations": observations, "epsilon_lb": best}
+
+
+def test_whitebox_audit_says_what_its_numbers_show(tmp_path):
+    """The white-box table: ceiling ± its spread over the idealised runs, limits of the analysis marked,
+    the sum-of-updates observation named for what it is, and no claim that a stronger attack could do better."""
+    folder = tmp_path / "whitebox"
+    rng = np.random.default_rng(3)
+    for eps in (2.0, math.inf):
+        for seed in (0, 1):
+            writer = store.RunWriter(folder, f"eps={store.format_epsilon(eps)}_seed={seed}_fake")
+            record = _record(eps, seed, class_names=["a", "b"], real=False, leaky=set(), recon=False, writer=writer, rng=rng)
+            record["attacks"]["whitebox"] = _whitebox(eps, seed)
+            record["summary"] = summarise(record)
+            writer.write_json(store.METRICS, record)
+            writer.publish()
+    row = records(folder)[0]["summary"]
+    assert row["whitebox_all_iterates_fdp_dpsgd_ceiling_sd"] in (0.2, 0.0)
+    assert row["whitebox_all_iterates_fdp_dpsgd_ceiling_runs"] == 3
+    report.build_report([folder])
+    md = (folder / "report.md").read_text()
+    assert "could still close" not in md and "stronger attack could" not in md
+    assert "exact for DP-SGD" not in md and "proven" not in md
+    assert "only for a training that is DP-SGD at the claimed q and T" in md
+    assert "mean over 3 idealised run(s)" in md and "biased upward" in md
+    table = markdown_table_after(md, "White-box audit of the training").set_index("ε")
+    final = "white-box canary audit: sum of updates (final model of plain constant-rate SGD), f-DP, DP-SGD curves"
+    column = f"{final} [ceiling ± sd; ÷ ceiling, ÷ accountant]"
+    assert column in table.columns
+    assert not any(c.startswith("white-box canary audit: final model") for c in table.columns)
+    steinke = "white-box canary audit: all iterates, Steinke et al. (binomial) [ceiling ± sd; ÷ ceiling, ÷ accountant]"
+    private, nonprivate = table.loc["2", steinke], table.loc["∞ (non-private)", steinke]
+    assert private.startswith("0.850 ± 0.071 [1.000 ± 0.100;") and "†" not in private  # bound ± over seeds; ceiling ± sd
+    assert nonprivate.startswith("3.000 † [3.000 ± 0.000 †;")  # every guess right: a limit, not a measurement
+    assert table.loc["∞ (non-private)", column].startswith("8.660 † [")  # σ′ search at its limit
+    assert "† A limit of the analysis, not a measurement" in md
+    # the empirical-ε caption: the membership gap and the white-box gap are different things
+    assert "The membership attacks are realistic attacks, weaker than the worst case" in md
+    assert "compare its bound with its ceiling" in md
+
+
+def test_non_private_references_each_get_a_row_and_every_change_is_against_the_same_recipe(tmp_path):
+    """ε = ∞ as two runs: the DP recipe without clipping and noise (same_recipe), and the tuned recipe."""
+    folder = make_sweep(tmp_path / "refs-cnn", budgets=(8.0, math.inf), seeds=(0,), references=("same_recipe", "tuned"))
+    report.build_report([folder])
+    md = (folder / "report.md").read_text()
+    utility = markdown_table_after(md, "Utility:")
+    assert list(utility["ε"]) == ["8", "∞ (same recipe)", "∞ (tuned recipe)"]
+    recs = {r["privacy"]["reference"] or "": r["utility"]["test"]["accuracy"] for r in records(folder)}
+    change = utility.set_index("ε")["Δ accuracy vs same recipe"]
+    assert change["∞ (same recipe)"] == "reference"
+    assert close(change["8"], recs[""] - recs["same_recipe"])
+    assert close(change["∞ (tuned recipe)"], recs["tuned"] - recs["same_recipe"])  # +0.04 in this fake sweep
+    table = store.aggregate(folder)
+    assert sorted(table["reference"].fillna("")) == ["", "same_recipe", "tuned"]
+    verdicts = markdown_table_after(md, "Verdict per threat model")
+    assert list(verdicts["ε"]) == ["8", "∞ (same recipe)", "∞ (tuned recipe)"]
+    summary = md[md.index("## Summary"):md.index("## Headline table")]
+    assert "against" in summary and "for the same recipe without DP (no clipping, no noise)" in summary
+    assert "The tuned non-private recipe reaches" in summary
+    assert "Without DP (∞ (same recipe)) it beats chance" in summary
+    assert "Without DP (∞ (tuned recipe)) it beats chance" in summary

@@ -59,6 +59,8 @@ class PageCheck:
     errors: list[str] = field(default_factory=list)
     images: list[dict] = field(default_factory=list)
     screenshot: bytes = b""
+    page_width: int = 0  # the document's scroll width at a 1280 px window
+    headline_tables: list[dict] = field(default_factory=list)  # unfolded tables of the headline section: widths
 
 
 class DevTools:
@@ -154,13 +156,31 @@ class DevTools:
             "expression": "JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, "
                           "width: i.naturalWidth})))",
             "returnByValue": True}, session)["result"]["value"]
+        layout = self.call("Runtime.evaluate", {"expression": HEADLINE_LAYOUT, "returnByValue": True}, session)
+        layout = json.loads(layout["result"]["value"])
         size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
         shot = self.call("Page.captureScreenshot", {
             "format": "png", "captureBeyondViewport": True,
             "clip": {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 16000), "scale": 1}}, session)
         self.call("Target.closeTarget", {"targetId": target})
         return PageCheck(errors=page_errors(self.events, session), images=json.loads(images),
-                         screenshot=base64.b64decode(shot["data"]))
+                         screenshot=base64.b64decode(shot["data"]), page_width=layout["page"],
+                         headline_tables=layout["tables"])
+
+
+# The page's width, and each table shown unfolded between the 'Headline table' heading and the next
+# section: the width it needs (scrollWidth) against the width it has (clientWidth of its scroll box).
+HEADLINE_LAYOUT = """JSON.stringify((() => {
+  const h2 = Array.from(document.querySelectorAll('h2')).find(h => h.textContent === 'Headline table');
+  const tables = [];
+  for (let e = h2 ? h2.nextElementSibling : null; e && e.tagName !== 'H2'; e = e.nextElementSibling) {
+    if (e.classList.contains('scroll')) {
+      tables.push({header: e.querySelector('th').textContent, needs: e.scrollWidth, has: e.clientWidth,
+                   columns: e.querySelectorAll('th').length});
+    }
+  }
+  return {page: document.documentElement.scrollWidth, tables: tables};
+})())"""
 
 
 def page_errors(events: list[dict], session: str) -> list[str]:
@@ -201,12 +221,28 @@ def test_report_renders_in_chromium_without_errors(tmp_path, browser):
     assert checked.screenshot.startswith(b"\x89PNG") and len(checked.screenshot) > 10_000
 
 
+def test_the_headline_tables_fit_a_1280_pixel_window(tmp_path, browser):
+    """Every unfolded table of the headline (verdicts, utility) needs no horizontal scrolling at 1280 px,
+    on a sweep with every attack family, both non-private references and two seeds (± cells)."""
+    sweep = make_sweep(tmp_path / "fake-cnn", budgets=(1.0, 8.0, 1e6, math.inf), seeds=(0, 1),
+                       references=("same_recipe", "tuned"))
+    checked = browser.check_page(report.build_report([sweep])[0].resolve().as_uri())
+    (tmp_path / "report-screenshot.png").write_bytes(checked.screenshot)
+    assert checked.page_width <= 1280
+    assert [t["columns"] for t in checked.headline_tables] == [6, 9]  # verdicts, utility; the rest is folded
+    too_wide = [t for t in checked.headline_tables if t["needs"] > t["has"]]
+    assert too_wide == []
+
+
 def test_the_browser_check_catches_broken_pages(tmp_path, browser):
     """The check itself: a missing image and a script error must both be reported."""
     page = tmp_path / "broken.html"
     page.write_text("<!DOCTYPE html><html><body><img src='missing.png' alt='gone'>"
+                    "<h2>Headline table</h2><div class='scroll' style='overflow-x:auto;width:300px'><table><tr>"
+                    "<th>wide</th><td style='min-width:2000px'>x</td></tr></table></div>"
                     "<script>console.error('boom'); undefinedFunction();</script></body></html>")
     checked = browser.check_page(page.as_uri())
+    assert [t["needs"] > t["has"] for t in checked.headline_tables] == [True]  # the width check sees overflow
     assert any("boom" in e for e in checked.errors)
     assert any(e.startswith("exception") for e in checked.errors)
     assert any("missing.png" in e for e in checked.errors)

@@ -10,16 +10,18 @@ from ..conftest import TINY, run_cli, shared_file
 
 @pytest.mark.slow
 def test_tiny_sweep_writes_table_and_report_then_resumes(tmp_path):
-    args = [*TINY, f"results_root={tmp_path}", "privacy.epsilon=1,inf"]
+    args = [*TINY, f"results_root={tmp_path}", "privacy.epsilon=1,inf", "privacy.references=[same_recipe,tuned]"]
     first = run_cli(args)
     assert first.returncode == 0, first.stderr[-3000:]
     sweep = tmp_path / "synthetic-cnn"
     table = pd.read_csv(sweep / "table.csv")
-    assert sorted(table["epsilon"]) == [1.0, float("inf")]
+    assert sorted(table["epsilon"]) == [1.0, float("inf"), float("inf")]  # ε = ∞: the two references
+    assert sorted(table["reference"].fillna("")) == ["", "same_recipe", "tuned"]
+    assert set(table["verdict_black_box"]) <= {"beats chance", "no attack beat chance"}
     assert pd.read_parquet(sweep / "table.parquet").shape == table.shape
     private = table[table["epsilon"] == 1.0].iloc[0]
     assert private["epsilon_spent"] <= 1.0 and private["sigma"] > 0
-    assert table[table["epsilon"] == float("inf")].iloc[0]["sigma"] == 0
+    assert (table[table["epsilon"] == float("inf")]["sigma"] == 0).all()
     for column in ("test_accuracy", "test_auroc", "test_mcc", "test_sensitivity", "test_specificity", "train_accuracy"):
         assert table[column].between(-1, 1).all()
     # two attacks ran on every run, with per-sample scores saved beside the record
@@ -38,27 +40,27 @@ def test_tiny_sweep_writes_table_and_report_then_resumes(tmp_path):
     again = run_cli(args)
     assert again.returncode == 0
     log = again.stdout + again.stderr
-    assert log.count("skipped") == 2 and "training cnn" not in log
+    assert log.count("skipped") == 3 and "training cnn" not in log
     assert time.perf_counter() - started < 60
 
-    more = run_cli([*TINY, f"results_root={tmp_path}", "privacy.epsilon=1,8,inf"])
+    more = run_cli([*TINY, f"results_root={tmp_path}", "privacy.epsilon=1,8,inf", "privacy.references=[same_recipe,tuned]"])
     assert more.returncode == 0
     log = more.stdout + more.stderr
-    assert log.count("skipped") == 2 and log.count("training cnn") == 1
-    assert sorted(pd.read_csv(sweep / "table.csv")["epsilon"]) == [1.0, 8.0, float("inf")]
+    assert log.count("skipped") == 3 and log.count("training cnn") == 1
+    assert sorted(pd.read_csv(sweep / "table.csv")["epsilon"]) == [1.0, 8.0, float("inf"), float("inf")]
 
 
 @pytest.mark.slow
 def test_real_breastmnist_sweep(tmp_path):
     path = shared_file("breastmnist.npz")
     result = run_cli([
-        "dataset=breastmnist", f"dataset.root={path.parent}", "train.epochs=2", "train.nonprivate.epochs=null", "progress=off",
+        "dataset=breastmnist", f"dataset.root={path.parent}", "train.epochs=10", "train.nonprivate.epochs=null", "progress=off",
         f"results_root={tmp_path}", "privacy.epsilon=8,inf", "attack=[loss,gradient_inversion]",
         "membership.num_models=2", "sizing.inversion_images=2", "sizing.inversion_iterations=50",
     ])
     assert result.returncode == 0, result.stderr[-3000:]
     table = pd.read_csv(tmp_path / "breastmnist-cnn" / "table.csv")
-    assert len(table) == 2 and set(table["n_train"]) == {546}
+    assert len(table) == 3 and set(table["n_train"]) == {546}  # ε = 8 and the two non-private references
     assert (table["test_auroc"] > 0.5).all()
     assert table["recon_gradient_inversion_psnr_mean"].notna().all()
     report = (tmp_path / "breastmnist-cnn" / "report.html").read_text()

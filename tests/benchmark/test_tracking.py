@@ -26,7 +26,7 @@ def test_a_sweep_is_logged_to_mlflow_and_read_back(tmp_path, monkeypatch):
     mlflow.set_tracking_uri((tmp_path / "mlruns").as_uri())
     runs = mlflow.search_runs(experiment_names=["synthetic-cnn"])
     kinds = runs["tags.medprivbench.kind"].value_counts().to_dict()
-    assert kinds == {"run": 2, "sweep": 1}
+    assert kinds == {"run": 3, "sweep": 1}  # ε = 8 and the two non-private references
     logged = runs[runs["tags.medprivbench.kind"] == "run"].set_index("tags.mlflow.runName")
     for _, row in table.iterrows():
         run = logged.loc[row["run_dir"]]

@@ -97,3 +97,18 @@ def test_recipe_keeps_q_and_T_so_half_size_members_get_the_same_sigma():
     assert recipe.epsilon_planned <= 4.0
     nonprivate = make_recipe(OmegaConf.structured(PrivacyConfig(epsilon=math.inf)), train_cfg, n_train=2000)
     assert nonprivate.noise_multiplier == 0.0 and not nonprivate.private
+
+
+def test_the_same_recipe_reference_trains_with_the_dp_recipe_and_tuned_with_its_own():
+    """ε = ∞: same_recipe is the DP recipe without clipping and noise; tuned applies train.nonprivate."""
+    from medprivbench.benchmark.training import effective_train
+
+    train_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load("configs/train/default.yaml"))
+    dp = effective_train(train_cfg, 8.0, None)
+    assert effective_train(train_cfg, math.inf, "same_recipe") == dp
+    tuned = effective_train(train_cfg, math.inf, "tuned")
+    assert (tuned["optimizer"], tuned["lr"], tuned["epochs"]) == ("adam", 0.001, 60) != (dp["optimizer"], dp["lr"], dp["epochs"])
+    assert effective_train(train_cfg, 8.0, "tuned") == dp  # train.nonprivate never touches a DP run
+    privacy = OmegaConf.structured(PrivacyConfig(epsilon=math.inf, reference="same_recipe"))
+    same = make_recipe(privacy, train_cfg, 1000)
+    assert (same.steps, same.noise_multiplier, same.private) == (dp["epochs"] * 8, 0.0, False)  # 1000 / 128 → 8 steps an epoch

@@ -174,7 +174,7 @@ def test_tiny_3d_sweep_runs_every_attack_and_reports_volumes(tmp_path):
             "progress=off", "membership.num_models=3", "attack.rmia.n_references=1", "attack.lira.online=false",
             "sizing.inversion_images=1", "sizing.inversion_iterations=10", "sizing.whitebox_canaries=100",
             "sizing.audit_canaries=40", "sizing.prior_trials=10", "privacy.epsilon=8,inf", f"results_root={tmp_path}",
-            "shadow_workers=2"]  # the pool on two worker processes, end to end
+            "shadow_workers=2", "privacy.references=[same_recipe]"]  # the pool on two worker processes, end to end
     result = run_cli(args, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     folder = tmp_path / "synthetic3d-cnn"
