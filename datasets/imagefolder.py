@@ -88,6 +88,15 @@ def _readable_file(path: Path, root: Path) -> bool:
     return True
 
 
+def _folder_inside(folder: Path, root: Path) -> None:
+    """A split or class folder must resolve inside ``root``: a linked folder may not bring in files
+    from elsewhere (each file is checked against the root too, but only when it is a link itself)."""
+    target = folder.resolve()
+    if not target.is_relative_to(root.resolve()):
+        raise DataError(f"{shown(folder)}: a link to {shown(target)}, outside the image folder {shown(root)}; "
+                        "copy the folder into the image folder instead")
+
+
 def _class_folders(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
@@ -114,10 +123,12 @@ def _scan_split(folder: Path, class_names: list[str], root: Path) -> list[_Item]
     """Every image, NIfTI file and DICOM series folder of one split, in name order per class.
     Files with other suffixes and folders without ``*.dcm`` files are ignored."""
     items = []
+    _folder_inside(folder, root)
     for label, cls in enumerate(class_names):
         cls_dir = folder / cls
         if not cls_dir.is_dir():
             continue
+        _folder_inside(cls_dir, root)
         for path in sorted(cls_dir.iterdir()):
             suffix = path.suffix.lower()
             if suffix in IMAGE_SUFFIXES:
@@ -152,6 +163,28 @@ def _check_one_kind(items: list[_Item], root: Path) -> bool:
     return volume is not None
 
 
+# Integer modes of more than 8 bits a pixel (16-bit PNG and TIFF, as X-rays often are; PIL opens
+# 16-bit PNGs as "I"): scaled from their full 16-bit range, never clipped to 8 bits.
+WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _eight_bit(im, mode: str, path: Path):
+    """``im`` in ``mode`` (L or RGB) at 8 bits. 16-bit images are scaled by 255/65535: PIL's own
+    conversion clips every value above 255 to white (a 12-bit X-ray turned 94 % white)."""
+    from PIL import Image
+
+    if im.mode == "F":
+        raise DataError(f"{shown(path)}: a floating-point image; save it as an 8- or 16-bit integer image")
+    if im.mode not in WIDE_MODES:
+        return im.convert(mode)
+    wide = np.asarray(im, dtype=np.int64)
+    if wide.min() < 0 or wide.max() > 65535:
+        raise DataError(f"{shown(path)}: pixel values {wide.min()} to {wide.max()} do not fit 16 bits; save it as an "
+                        "8- or 16-bit image")
+    eight = Image.fromarray(np.rint(wide * (255.0 / 65535.0)).astype(np.uint8), mode="L")
+    return eight.convert(mode)
+
+
 def _read_images(items: list[_Item], channels: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image, UnidentifiedImageError
 
@@ -165,7 +198,7 @@ def _read_images(items: list[_Item], channels: int, size: int) -> tuple[np.ndarr
                 if width * height > MAX_PIXELS or width < 1 or height < 1:
                     raise DataError(f"{shown(path)}: declares {width} × {height} pixels; images must have between 1 and "
                                     f"{MAX_PIXELS:,} pixels (a larger one may be a decompression bomb)")
-                im = im.convert(mode)
+                im = _eight_bit(im, mode, path)
                 if im.size != (size, size):
                     im = im.resize((size, size), Image.Resampling.BILINEAR)
                 images.append(np.asarray(im, dtype=np.uint8))

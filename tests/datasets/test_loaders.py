@@ -115,3 +115,47 @@ def test_imagefolder_one_class_and_unreadable_file(tmp_path):
     (tmp_path / "b" / "y" / "broken.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png: cannot read"):
         load_imagefolder(root=tmp_path / "b")
+
+
+def _two_classes(root, image):
+    """Three distinct images per class (duplicates would be dropped), all of ``image``'s dtype."""
+    from PIL import Image
+
+    for c, cls in enumerate(("a", "b")):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.fromarray(image + np.asarray(2 * i + c, image.dtype)).save(root / cls / f"{i}.png")
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    """A 12-bit X-ray in a 16-bit PNG: PIL's own conversion would clip every value above 255 to white."""
+    ramp = (np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) * 5).clip(0, 4095)  # 0 … 4095, 12 bits used
+    _two_classes(tmp_path, ramp)
+    ds = load_imagefolder(root=tmp_path, image_size=28, test_fraction=0.5)
+    x = np.concatenate([ds.train_x, ds.test_x])
+    assert (x >= 0.999).mean() < 0.01  # clipping turned 94 % of such an image white
+    assert 4095 / 65535 - 1 / 255 < x.max() < (4095 + 5) / 65535 + 1 / 255  # the 16-bit range maps to [0, 1]
+    assert len(np.unique(np.rint(x * 255))) > 10  # the ramp's shades survive
+
+
+def test_a_class_folder_linked_outside_the_root_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    _two_classes(outside, np.zeros((28, 28), np.uint8))
+    root = tmp_path / "data"
+    (root / "a").mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 9, np.uint8)).save(root / "a" / f"{i}.png")
+    (root / "b").symlink_to(outside / "b", target_is_directory=True)
+    with pytest.raises(DataError, match=r"data/b: a link to .*elsewhere/b, outside the image folder"):
+        load_imagefolder(root=root)
+    (root / "b").unlink()
+    (root / "train").mkdir()  # a split folder linked outside: the same rule
+    (root / "test").symlink_to(outside, target_is_directory=True)
+    for cls in ("a", "b"):
+        (root / "train" / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((28, 28), 3 * i + (cls == "b"), np.uint8)).save(root / "train" / cls / f"{i}.png")
+    with pytest.raises(DataError, match=r"data/test: a link to .*elsewhere, outside the image folder"):
+        load_imagefolder(root=root)
