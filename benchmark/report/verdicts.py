@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import chance
+from .. import chance, registry
 from ..threats import BEATS_CHANCE, NO_ATTACK_BEAT_CHANCE, NOT_RUN, REALISTIC, THREAT_MODELS, WORST_CASE, ThreatModel
 from .formatting import epsilon_label, fmt, fmt_percent, fmt_signed
 from .records import Point, Run, Sweep, baseline_reference, point_rows, reference_label
@@ -54,7 +54,7 @@ def chance_tests(run: Run) -> int:
     """How many intervals the chance rules look at in one run's realistic attacks (each one a chance of a false alarm)."""
     realistic = {t.key for t in REALISTIC}
     return sum(chance.rule(name).intervals(result) for name, result in run.attacks.items()
-               if chance.registry.ATTACKS[name].threat in realistic)
+               if registry.ATTACKS[name].threat in realistic)
 
 
 def chance_evidence(run: Run) -> list[Finding]:
