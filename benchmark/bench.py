@@ -190,7 +190,7 @@ def phase_training(n_train: int, epochs: int, num_models: int, device) -> dict:
     cfg_model = _model_cfg("cnn")
     tcfg = OmegaConf.structured(TrainConfig(epochs=epochs))
     recipe = make_recipe(OmegaConf.structured(PrivacyConfig(epsilon=8.0)), tcfg, ds.n_train)
-    hp = effective_train(tcfg, 8.0)
+    hp = effective_train(tcfg, 8.0, None)
     mode = grad_sample_mode(cfg_model)
 
     build = ModelBuilder(OmegaConf.to_container(cfg_model), 1, 2, 28, 2)

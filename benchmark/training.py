@@ -126,11 +126,12 @@ def make_recipe(privacy_cfg, train_cfg, n_train: int) -> DPRecipe:
     )
 
 
-def effective_train(train_cfg, epsilon: float, reference: str | None = TUNED) -> dict:
+def effective_train(train_cfg, epsilon: float, reference: str | None) -> dict:
     """The training hyper-parameters for this budget.
 
     DP runs and the ``same_recipe`` reference (ε = ∞ trained with the DP recipe, no clipping and no
-    noise) use ``train.*``; the ``tuned`` reference applies ``train.nonprivate`` on top.
+    noise) use ``train.*``; the ``tuned`` reference applies ``train.nonprivate`` on top. ``reference``
+    is the run's ``privacy.reference`` (None for a DP run).
     """
     values = {key: train_cfg[key] for key in HYPERPARAMETERS}
     values["augmentations"] = list(values["augmentations"])

@@ -13,9 +13,9 @@ import math
 import re
 
 
-from . import registry
 from omegaconf import ListConfig, OmegaConf
 
+from . import registry
 from .config import REFERENCES, is_private
 from .errors import ConfigError
 
@@ -119,8 +119,9 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     references = cfg.privacy.references
     if not isinstance(references, (list, ListConfig)) or not references or any(r not in REFERENCES for r in references) \
             or len(set(references)) != len(references):
-        raise ConfigError(f"privacy.references={OmegaConf.to_object(references) if isinstance(references, ListConfig) else references!r} is not valid; choose a non-empty list of distinct "
-                          f"values from {', '.join(REFERENCES)}")
+        shown = OmegaConf.to_object(references) if isinstance(references, ListConfig) else references
+        raise ConfigError(f"privacy.references={shown!r} is not valid; choose a non-empty list of distinct values from "
+                          f"{', '.join(REFERENCES)}")
     if cfg.privacy.reference is not None:
         raise ConfigError(f"privacy.reference={cfg.privacy.reference!r} is set per run; choose the non-private references "
                           "with privacy.references=[same_recipe,tuned]")
@@ -233,11 +234,10 @@ def validate_with_data(cfg, n_train: int) -> None:
         if batch > n_train:
             key = "train.nonprivate.batch_size" if batch != cfg.train.batch_size else "train.batch_size"
             raise ConfigError(f"{key}={batch} is larger than the {n_train} training images; use at most {n_train}")
-    hp = effective_train(cfg.train, eps, None)
-    batch = hp["batch_size"]
     if is_private(eps):
         from .privacy import check_reachable
         from .training import steps_per_epoch
 
-        k = steps_per_epoch(n_train, batch)
+        hp = effective_train(cfg.train, eps, None)
+        k = steps_per_epoch(n_train, hp["batch_size"])
         check_reachable(epsilon=eps, delta=delta, sample_rate=1.0 / k, steps=int(hp["epochs"]) * k)

@@ -74,13 +74,18 @@ def point_rows(runs: pd.DataFrame, point: Point) -> pd.DataFrame:
     return runs[(runs["epsilon"] == point.epsilon) & (runs["reference"] == point.reference)]
 
 
-def baseline_reference(runs: pd.DataFrame) -> str | None:
-    """The reference every Δ is computed against: ``same_recipe`` where the sweep has it, else the
-    one non-private reference it has (``tuned``, or an unlabelled ε = ∞ run), else None."""
-    found = set(runs.loc[np.isinf(runs["epsilon"]), "reference"])
-    if not found:
+def baseline_of(references: set[str]) -> str | None:
+    """Of the non-private references a sweep has, the one every Δ is computed against:
+    ``same_recipe`` where there is one, else the other (``tuned``, or '' for an unlabelled ε = ∞
+    run recorded before references existed); None without any."""
+    if not references:
         return None
-    return SAME_RECIPE if SAME_RECIPE in found else sorted(found)[0]
+    return SAME_RECIPE if SAME_RECIPE in references else min(references)
+
+
+def baseline_reference(runs: pd.DataFrame) -> str | None:
+    """:func:`baseline_of` the non-private rows of a run frame."""
+    return baseline_of(set(runs.loc[np.isinf(runs["epsilon"]), "reference"]))
 
 
 def baseline_only(frame: pd.DataFrame) -> pd.DataFrame:
@@ -185,8 +190,7 @@ class Sweep:
         """The runs at ε; at ε = ∞ those of the baseline reference (same_recipe where there is one)."""
         runs = [r for r in self.runs if r.epsilon == eps]
         if math.isinf(eps):
-            references = {r.reference for r in runs}
-            baseline = SAME_RECIPE if SAME_RECIPE in references else min(references, default="")
+            baseline = baseline_of({r.reference for r in runs})
             runs = [r for r in runs if r.reference == baseline]
         return sorted(runs, key=lambda r: r.seed)
 
@@ -289,7 +293,8 @@ def membership_frame(sweep: Sweep) -> pd.DataFrame:
         for key, m in r.membership_variants().items():
             rows.append({
                 "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
-                "seed": r.seed, "key": key, "attack": registry.label(key), "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
+                "seed": r.seed, "key": key, "attack": registry.label(key),
+                "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
                 "fpr_levels": m["fpr_levels"], "tpr_at_fpr": m["tpr_at_fpr"], "tpr_at_fpr_ci": m["tpr_at_fpr_ci"],
                 "fpr_low": m["fpr_levels"][0], "tpr_low": m["tpr_at_fpr"][0],
                 "epsilon_lb": m["empirical_epsilon"]["epsilon_lb"],
@@ -314,7 +319,8 @@ def reconstruction_frame(sweep: Sweep) -> pd.DataFrame:
             rero = a.get("rero") or {}
             rows.append({
                 "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
-                "seed": r.seed, "key": key, "attack": registry.label(key), "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
+                "seed": r.seed, "key": key, "attack": registry.label(key),
+                "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
                 **{m: a.get(m, math.nan) for m in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
                 "model_state": a.get("model_state"), "batch_size": a.get("batch_size"), "n_images": a.get("n_images"),
                 "sigma": float(r.summary["sigma"]), "max_grad_norm": float(r.summary["max_grad_norm"]),
@@ -342,7 +348,8 @@ def sample_risk(sweep: Sweep, key: str) -> pd.DataFrame:
             part["group"] = part["sample"].map(scores.drop_duplicates("sample").set_index("sample")["group"])
         names = r.record["dataset"]["class_names"]
         part["class_name"] = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in part["label"]]
-        parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, reference=r.reference, point=r.point.label, seed=r.seed))
+        parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, reference=r.reference, point=r.point.label,
+                                 seed=r.seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 

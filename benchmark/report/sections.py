@@ -19,7 +19,7 @@ import pandas as pd
 from .. import figures, registry, store
 from ..config import TUNED
 from ..threats import THREAT_MODELS
-from .audits import write_audit_bounds
+from .audits import bound_series, write_audit_bounds
 from .document import Document, safe_file_part
 from .formatting import epsilon_label, fmt
 from .metadata import metadata_fields
@@ -202,9 +202,7 @@ def section_empirical(ctx: Context) -> None:
     audits = {column: spec.label for spec in specs("audit")
               for column in [audit_column(spec.name, runs.columns)] if column in runs and runs[column].notna().any()}
     by_audits = f" and by the {' and the '.join(audits.values())}" if audits else ""
-    from .audits import bound_series  # the audits with a ceiling (the white-box audit)
-
-    with_ceiling = bound_series(runs)
+    with_ceiling = bound_series(runs)  # the audits with a ceiling (the white-box audit)
     ctx.doc.figure(figures.empirical_epsilon(runs, ctx.fig_path("empirical_vs_accountant_epsilon.png"), audits),
                    "The accountant's ε (black, an upper bound) beside the ε lower bounds, at the stated confidence, "
                    f"given by the membership attacks (best attack){by_audits}. A gap below the accountant's ε means "
