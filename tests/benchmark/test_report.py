@@ -364,6 +364,7 @@ class SecondAuditConfig:
 @pytest.fixture
 def second_audit():
     """A second audit-family attack with several bounds, as a white-box audit records them."""
+    registry.load()  # the built-in attacks first, so the registry's order does not depend on which test ran before
     registry.register(registry.AttackSpec(
         name="second_audit", schema=SecondAuditConfig, label="second audit", family="audit", threat="worst_case_audit",
         threat_model="auditor who sees every noisy update", run=lambda ctx, settings: {},
