@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from medprivbench.benchmark import registry
 from medprivbench.benchmark.chance import threat_columns
 
@@ -30,7 +32,7 @@ def test_each_realistic_threat_model_gets_its_own_verdict_and_the_audit_none():
     assert row["verdict_informed_adversary"] == "not run" and row["verdict_informed_adversary_evidence"] == ""
     # the audit's bound above 0 decides no verdict: it is the guarantee's tightness, 0.6 of ε = 2
     assert "verdict_worst_case_audit" not in row
-    assert row["worst_case_epsilon_lb"] == 0.6 and row["worst_case_tightness"] == 0.3
+    assert row["worst_case_epsilon_lb"] == 0.6 and row["worst_case_tightness"] == pytest.approx(0.3)
 
 
 def test_a_membership_interval_above_chance_beats_it_and_no_dp_has_no_tightness():
