@@ -4,8 +4,8 @@
 _EXPORTS = {
     "loss_attack": "membership", "score_all_targets": "membership", "lira_attack": "lira", "rmia_attack": "rmia",
     "roc_metrics": "mia_metrics", "per_sample_auc": "mia_metrics",
-    "empirical_epsilon": "auditing", "one_run_audit": "auditing", "one_run_epsilon": "auditing",
-    "held_out_target_epsilon": "auditing",
+    "empirical_epsilon": "threshold_audit", "one_run_audit": "one_run_counting", "one_run_epsilon": "one_run_counting",
+    "held_out_target_epsilon": "one_run_counting",
     "rero_bound": "bounds", "membership_tpr_bound": "bounds",
 }
 __all__ = sorted(_EXPORTS)

@@ -26,7 +26,7 @@ that linear program (checked against ``scipy.optimize.linprog`` in the tests).
   (:func:`gdp_delta`, :func:`gdp_epsilon`);
 * (ε, δ)-DP (:func:`approx_dp_inverse_power`; Kairouz, Oh, Viswanath 2015);
 * T steps of Poisson-subsampled Gaussian DP-SGD at noise multiplier σ (:class:`DPSGDTradeoff`),
-  computed numerically on the dominating pair of :mod:`medprivbench.attacks.bounds` so that it
+  computed numerically on the dominating pair of :mod:`medprivbench.attacks.privacy_loss` so that it
   lies *below* the true curve: every test against it is conservative.
 
 **What a rejection shows.** Rejecting a curve f says the mechanism is not f-DP, whatever the
@@ -48,9 +48,9 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import log_ndtr, ndtr, ndtri
 
-from . import bounds
+from . import privacy_loss
 
-# Lattice resolution and largest FFT of the discretised DP-SGD curves (see attacks/bounds.py).
+# Lattice resolution and largest FFT of the discretised DP-SGD curves (see attacks/privacy_loss.py).
 DPSGD_RESOLUTION = 0.05
 DPSGD_MAX_GRID = 1 << 20
 
@@ -239,31 +239,31 @@ def _lower_convex_hull(x: np.ndarray, y: np.ndarray, vectorised_passes: int = 20
     return x[index], y[index]
 
 
-def _lattice_masses(sigma: float, q: float, steps: int, resolution: float) -> tuple[bounds._StepPMF, tuple[int, int]]:
-    """One step's dominating pair of :mod:`bounds` and the window of its T-fold composition.
+def _lattice_masses(sigma: float, q: float, steps: int, resolution: float) -> tuple[privacy_loss.StepPMF, tuple[int, int]]:
+    """One step's dominating pair of :mod:`privacy_loss` and the window of its T-fold composition.
 
-    As in :func:`bounds.rero_bound_numerical`: spacing from ``_choose_spacing``, widened while the
+    As in :func:`privacy_loss.lattice_within_grid`: spacing from ``choose_spacing``, widened while the
     window would be longer than ``DPSGD_MAX_GRID`` (a wider lattice still dominates, only looser).
     """
-    spacing, pmf = bounds._choose_spacing(sigma, q, resolution)
+    spacing, pmf = privacy_loss.choose_spacing(sigma, q, resolution)
     window = _chernoff_window(pmf, steps)
     while window[1] - window[0] + 1 > DPSGD_MAX_GRID:
         spacing *= 2.0
-        pmf = bounds._discretise_step(sigma, q, spacing)
+        pmf = privacy_loss.discretise_step(sigma, q, spacing)
         window = _chernoff_window(pmf, steps)
     return pmf, window
 
 
-def _chernoff_window(pmf: bounds._StepPMF, steps: int) -> tuple[int, int]:
-    """Lattice indices of the T-fold sum holding all but ``bounds.WINDOW_TAIL_MASS`` of P and of Q.
+def _chernoff_window(pmf: privacy_loss.StepPMF, steps: int) -> tuple[int, int]:
+    """Lattice indices of the T-fold sum holding all but ``privacy_loss.WINDOW_TAIL_MASS`` of P and of Q.
 
-    Always the Chernoff window (``bounds._composition_window`` takes the whole support when it is
+    Always the Chernoff window (``privacy_loss.composition_window`` takes the whole support when it is
     shorter than 2²⁰ points, which at large σ' is a hundred times longer than needed).
     """
     lows, highs = [], []
     for mass in (pmf.p, pmf.q):
         where = np.flatnonzero(mass > 0.0)
-        low, high = bounds._chernoff_window(np.log(mass[where]), where.astype(float), steps)
+        low, high = privacy_loss.chernoff_window(np.log(mass[where]), where.astype(float), steps)
         lows.append(low)
         highs.append(high)
     return max(0, math.floor(min(lows))), min(steps * (pmf.p.size - 1), math.ceil(max(highs)))
@@ -274,7 +274,7 @@ class DPSGDTradeoff:
 
     Per step the pair is P = N(0, σ²) (canary out) and Q = (1 − q)·N(0, σ²) + q·N(1, σ²) (in); T
     steps compose to (P^T, Q^T). The curve is computed on the discretised dominating pair of
-    :mod:`medprivbench.attacks.bounds` ("connect the dots", Doroshenko et al. 2022, composed by
+    :mod:`medprivbench.attacks.privacy_loss` ("connect the dots", Doroshenko et al. 2022, composed by
     FFT), whose trade-off curve lies below the true one. On its lattice every point carries
     Q = e^L·P exactly (L the privacy loss), so after the FFT the smaller of the two masses at each
     point is recomputed from the larger (the FFT only resolves masses relative to the largest).
@@ -292,8 +292,8 @@ class DPSGDTradeoff:
     def __init__(self, sigma: float, sample_rate: float, steps: int, resolution: float = DPSGD_RESOLUTION):
         self.sigma, self.sample_rate, self.steps = float(sigma), float(sample_rate), int(steps)
         pmf, window = _lattice_masses(self.sigma, self.sample_rate, self.steps, resolution)
-        p_t = bounds._compose(pmf.p, steps, window)
-        q_t = bounds._compose(pmf.q, steps, window)
+        p_t = privacy_loss.compose(pmf.p, steps, window)
+        q_t = privacy_loss.compose(pmf.q, steps, window)
         loss = steps * pmf.origin + np.arange(window[0], window[1] + 1) * pmf.spacing
         p_t, q_t = (
             np.where(loss < 0.0, p_t, np.exp(-np.maximum(loss, 0.0)) * q_t),
@@ -303,7 +303,7 @@ class DPSGDTradeoff:
         p_lattice = math.exp(steps * math.log(min(1.0, float(pmf.p.sum()))))  # P-mass off the −∞ atom
         p_t *= p_lattice / p_t.sum()  # renormalise the FFT's rounding (covered by the slack below)
         q_t *= (1.0 - q_infinite) / q_t.sum()
-        self.slack = bounds.WINDOW_TAIL_MASS + _composition_allowance(p_t.size, steps)
+        self.slack = privacy_loss.WINDOW_TAIL_MASS + _composition_allowance(p_t.size, steps)
         alpha = np.concatenate(([0.0], np.cumsum(p_t[::-1]), [1.0]))  # decreasing privacy loss
         power = np.concatenate(([q_infinite], q_infinite + np.cumsum(q_t[::-1]), [1.0]))
         alpha, beta = np.clip(alpha, 0.0, 1.0), 1.0 - np.clip(power, 0.0, 1.0)

@@ -1,12 +1,12 @@
-"""Membership inference: the registry of attacks, the loss attack, and the LiRA protocol loop.
+"""Membership inference: the scoring functions (:data:`SCORERS`), the loss attack, and the LiRA protocol loop.
 
 Every attack scores samples from model outputs, and every score follows one convention: **higher
 means more likely a member** of the target model's training set. The array conventions (logits,
 labels, membership) and their checks live in :mod:`.membership_signals`; LiRA in :mod:`.lira`,
 RMIA in :mod:`.rmia`; training the shadow/reference models and querying them is done elsewhere.
 
-The registry :data:`ATTACKS` maps attack names to functions with one calling convention
-(:class:`MembershipAttack`, entries added with :func:`register_attack`), and
+The registry :data:`SCORERS` maps attack names to functions with one calling convention
+(:class:`Scorer`, entries added with :func:`register_scorer`), and
 :func:`score_all_targets` runs one of them with every model of the protocol as the target in turn.
 This module is the family's front door: the engine imports the attacks' settings and signals from here.
 """
@@ -26,15 +26,15 @@ from .rmia import RMIAConfig, rmia_attack
 from .settings import Validated
 
 __all__ = [
-    "ATTACKS",
+    "SCORERS",
     "LiRAConfig",
     "LossConfig",
-    "MembershipAttack",
+    "Scorer",
     "RMIAConfig",
     "lira_attack",
     "logit_confidence",
     "loss_attack",
-    "register_attack",
+    "register_scorer",
     "rmia_attack",
     "score_all_targets",
 ]
@@ -76,8 +76,8 @@ def loss_attack(target_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------
 
 
-class MembershipAttack(Protocol):
-    """The common calling convention of :data:`ATTACKS` entries.
+class Scorer(Protocol):
+    """The common calling convention of :data:`SCORERS` entries.
 
     ``attack(target_logits, labels, reference_logits, reference_member, population, **options)``
     returns scores (N,), higher = more likely a member. ``reference_logits`` (R, N, [A,] K) and
@@ -101,24 +101,24 @@ class MembershipAttack(Protocol):
     ) -> np.ndarray: ...
 
 
-ATTACKS: dict[str, MembershipAttack] = {}
+SCORERS: dict[str, Scorer] = {}
 
 
-def register_attack(name: str, *, uses_references: bool = True, uses_population: bool = False) -> Callable[[Callable], Callable]:
-    """Decorator adding a function with the :class:`MembershipAttack` convention to :data:`ATTACKS`."""
+def register_scorer(name: str, *, uses_references: bool = True, uses_population: bool = False) -> Callable[[Callable], Callable]:
+    """Decorator adding a function with the :class:`Scorer` convention to :data:`SCORERS`."""
 
     def decorate(function: Callable) -> Callable:
-        if name in ATTACKS:
+        if name in SCORERS:
             raise ValueError(f"attack {name!r} is already registered")
         function.uses_references = uses_references  # type: ignore[attr-defined]
         function.uses_population = uses_population  # type: ignore[attr-defined]
-        ATTACKS[name] = function  # type: ignore[assignment]
+        SCORERS[name] = function  # type: ignore[assignment]
         return function
 
     return decorate
 
 
-@register_attack("loss", uses_references=False)
+@register_scorer("loss", uses_references=False)
 def _loss(
     target_logits: np.ndarray,
     labels: np.ndarray,
@@ -130,7 +130,7 @@ def _loss(
 
 
 def _lira(online: bool) -> Callable:
-    """LiRA in the :class:`MembershipAttack` convention, online or offline."""
+    """LiRA in the :class:`Scorer` convention, online or offline."""
 
     def attack(
         target_logits: np.ndarray,
@@ -147,10 +147,10 @@ def _lira(online: bool) -> Callable:
     return attack
 
 
-register_attack("lira_online")(_lira(True))
-register_attack("lira_offline")(_lira(False))
+register_scorer("lira_online")(_lira(True))
+register_scorer("lira_offline")(_lira(False))
 # rmia_attack already has the convention's signature (the population is its fifth argument)
-register_attack("rmia", uses_population=True)(rmia_attack)
+register_scorer("rmia", uses_population=True)(rmia_attack)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ def score_all_targets(
     sees which candidates are the target's non-members.
 
     Args:
-        attack_name: a key of :data:`ATTACKS`.
+        attack_name: a key of :data:`SCORERS`.
         logits: (M, N, K) or (M, N, A, K), M ≥ 2 models.
         labels: (N,) integer classes.
         member: (M, N) bool.
@@ -203,9 +203,9 @@ def score_all_targets(
         scores (M, N): ``scores[m, i]`` is the score of sample i against target m; evaluate it
         against ``member[m, i]``.
     """
-    if attack_name not in ATTACKS:
-        raise ValueError(f"attack_name={attack_name!r}; expected one of {sorted(ATTACKS)}")
-    attack = ATTACKS[attack_name]
+    if attack_name not in SCORERS:
+        raise ValueError(f"attack_name={attack_name!r}; expected one of {sorted(SCORERS)}")
+    attack = SCORERS[attack_name]
     logits = stacked_queries(logits, "logits")
     n_models, n_samples = logits.shape[:2]
     member = membership_matrix(member, (n_models, n_samples), "member")
@@ -213,9 +213,20 @@ def score_all_targets(
     if attack.uses_population:
         logits, labels, member = _append_population(attack_name, logits, labels, member, population_logits, population_labels)
     is_population = np.arange(logits.shape[1]) >= n_samples
+    return _score_each_target(attack, models, logits, labels, member, is_population, n_samples, n_references, seed, options)
 
+
+def _score_each_target(attack: Scorer, models: np.ndarray, logits: np.ndarray, labels: np.ndarray,
+                       member: np.ndarray, is_population: np.ndarray, n_samples: int, n_references: int | None,
+                       seed: int, options: dict) -> np.ndarray:
+    """Scores (M, n_samples): each of ``models`` the target in turn, the other ones its references (all,
+    or ``n_references`` drawn per target from one generator seeded with ``seed``); other rows NaN.
+
+    ``logits``, ``labels`` and ``member`` may hold population images after the first ``n_samples``
+    (``is_population``); the attack scores them too, and only the first ``n_samples`` are kept.
+    """
     rng = np.random.default_rng(seed)
-    scores = np.full((n_models, n_samples), np.nan)
+    scores = np.full((logits.shape[0], n_samples), np.nan)
     for target in models:
         others = models[models != target]
         if n_references is not None:
@@ -228,7 +239,7 @@ def score_all_targets(
 
 def _protocol_models(attack_name: str, n_models: int, exclude: int | None, n_references: int | None) -> np.ndarray:
     """The models that take part (all but ``exclude``), after checking the protocol's options."""
-    attack = ATTACKS[attack_name]
+    attack = SCORERS[attack_name]
     if exclude is not None and not 0 <= exclude < n_models:
         raise ValueError(f"exclude={exclude}; expected a model index in [0, {n_models - 1}]")
     models = np.array([m for m in range(n_models) if m != exclude])

@@ -200,15 +200,8 @@ def _bootstrap_intervals(
 
 
 def roc_metrics(
-    scores: np.ndarray,
-    is_member: np.ndarray,
-    *,
-    fpr_levels: Sequence[float] = (0.001, 0.01),
-    n_bootstrap: int = 200,
-    seed: int = 0,
-    confidence: float = 0.95,
-    n_roc_points: int = 300,
-    clusters: tuple[np.ndarray, np.ndarray] | None = None,
+    scores: np.ndarray, is_member: np.ndarray, *, fpr_levels: Sequence[float] = (0.001, 0.01), n_bootstrap: int = 200,
+    seed: int = 0, confidence: float = 0.95, n_roc_points: int = 300, clusters: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict:
     """ROC metrics of a membership inference attack, with bootstrap confidence intervals.
 
@@ -246,27 +239,36 @@ def roc_metrics(
     levels = _validate_options(scores.shape, fpr_levels, confidence, n_bootstrap, n_roc_points, clusters)
     n_members = int(is_member.sum())
     n_nonmembers = int(is_member.size - n_members)
-    fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
-    auc = float(roc_auc_score(is_member, scores))
-    best_balanced_accuracy = float(np.max((tpr + 1.0 - fpr) / 2.0))
-    tprs = [tpr_at_fpr(fpr, tpr, level) for level in levels]
-
+    point = _point_metrics(scores, is_member, levels, n_roc_points, min_fpr=1.0 / n_nonmembers)
     auc_ci = tpr_ci = None
     if n_bootstrap > 0:
         auc_ci, tpr_ci = _bootstrap_intervals(scores, is_member, levels, n_bootstrap, seed, confidence, clusters)
-    curve_fpr, curve_tpr = downsample_roc(fpr, tpr, n_roc_points, min_fpr=1.0 / n_nonmembers)
     return {
         "n_members": n_members,
         "n_nonmembers": n_nonmembers,
-        "auc": auc,
+        "auc": point["auc"],
         "auc_ci": auc_ci,
-        "best_balanced_accuracy": best_balanced_accuracy,
+        "best_balanced_accuracy": point["best_balanced_accuracy"],
         "fpr_levels": [float(level) for level in levels],
-        "tpr_at_fpr": tprs,
+        "tpr_at_fpr": point["tpr_at_fpr"],
         "tpr_at_fpr_ci": tpr_ci,
         "confidence": float(confidence),
         "n_bootstrap": int(n_bootstrap),
         "bootstrap": "independent" if clusters is None else "cluster",
+        "roc_curve": point["roc_curve"],
+    }
+
+
+def _point_metrics(scores: np.ndarray, is_member: np.ndarray, levels: np.ndarray, n_roc_points: int,
+                   min_fpr: float) -> dict:
+    """The metrics of :func:`roc_metrics` read off the full ROC curve (every threshold kept): auc,
+    best_balanced_accuracy, tpr_at_fpr at each level, and the curve itself downsampled (roc_curve)."""
+    fpr, tpr, _ = roc_curve(is_member, scores, drop_intermediate=False)
+    curve_fpr, curve_tpr = downsample_roc(fpr, tpr, n_roc_points, min_fpr=min_fpr)
+    return {
+        "auc": float(roc_auc_score(is_member, scores)),
+        "best_balanced_accuracy": float(np.max((tpr + 1.0 - fpr) / 2.0)),
+        "tpr_at_fpr": [tpr_at_fpr(fpr, tpr, level) for level in levels],
         "roc_curve": {"fpr": curve_fpr.tolist(), "tpr": curve_tpr.tolist()},
     }
 

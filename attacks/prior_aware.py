@@ -33,6 +33,7 @@ The attacker's view and the ground truth stay apart: the simulator of the traini
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 from dataclasses import asdict, dataclass
@@ -44,7 +45,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from scipy.stats import binomtest
 
-from .bounds import per_step_log_ratio, rero_bound
+from .bounds import rero_bound
+from .privacy_loss import per_step_log_ratio
 from .settings import Validated, integer
 
 THREAT_MODEL = (
@@ -148,6 +150,13 @@ def prior_aware_attack(
     steps_per_state = np.bincount(np.arange(steps) * len(model_states) // steps, minlength=len(model_states))
     rng = np.random.default_rng(seed)
     successes = _play_games(grams, steps_per_state, n_candidates, n_trials, sigma, q, c, rng, progress)
+    return _outcome(successes, n_trials, n_candidates, sigma, q, steps, len(model_states))
+
+
+def _outcome(successes: int, n_trials: int, n_candidates: int, sigma: float, q: float, steps: int,
+             n_states: int) -> PriorAwareResult:
+    """The games' success rate with its exact (Clopper–Pearson) 95% interval, beside the ReRo bound
+    γ(1/n, σ, q, T) and chance 1/n."""
     ci = binomtest(successes, n_trials).proportion_ci(confidence_level=0.95, method="exact")
     return PriorAwareResult(
         n_candidates=int(n_candidates),
@@ -161,7 +170,7 @@ def prior_aware_attack(
         sigma=sigma,
         sample_rate=q,
         steps=steps,
-        n_states=len(model_states),
+        n_states=n_states,
     )
 
 
@@ -200,10 +209,13 @@ def clipped_gradients(
 
     ĝ_i = g_i·min(1, C/(‖g_i‖ + 1e-6)), Opacus' clipping rule, over the parameters that require
     gradients, computed with torch.func (vmap of grad) at the model's current state in eval mode.
+    An Opacus ``GradSampleModule`` is unwrapped with its public ``to_standard_module()`` on a copy
+    (that method removes the wrapper's hooks, so the caller's wrapper is left as it was).
     """
     from torch.func import functional_call, grad, vmap
 
-    module = getattr(model, "_module", model)  # an Opacus GradSampleModule wraps the network
+    # an Opacus GradSampleModule wraps the network: take it through Opacus' public method
+    module = copy.deepcopy(model).to_standard_module() if hasattr(model, "to_standard_module") else model
     was_training = module.training
     module.eval()
     params = {k: v.detach().to(device) for k, v in module.named_parameters() if v.requires_grad}

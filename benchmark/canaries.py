@@ -42,7 +42,8 @@ GRADIENT_SCALE = 1e6
 
 
 class GradientCanaries:
-    """The canaries of one training run and what the auditor observed of them."""
+    """The canaries of one training run and what the auditor observed of them: an
+    :class:`~.training.Instrument`, passed to ``train(..., instruments=[canaries])``."""
 
     def __init__(self, included: np.ndarray, *, sample_rate: float, noise_multiplier: float, max_grad_norm: float):
         self.included = np.asarray(included, dtype=bool)  # ground truth: only the referee reads it

@@ -32,9 +32,10 @@ from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
 from .progress import epoch_bar
 from .reconstruction_run import rero_bounds
-from .record import summarise
+from .summary import summarise
+from .recipe import DPRecipe, effective_train, make_recipe
 from .streams import Streams
-from .training import DPRecipe, compute_features, effective_train, make_recipe, predict_logits, train
+from .training import Instrument, compute_features, predict_logits, train
 from .validate import safe_name
 
 log = logging.getLogger("medprivbench")
@@ -139,7 +140,7 @@ class Context:
     _train_features: torch.Tensor | None = None
     _frozen: object = None  # the fixed feature extractor, False when the model has none, None: unknown
     _shared: dict = field(default_factory=dict)  # protocols several attacks share (the membership pool)
-    instruments: dict = field(default_factory=dict)  # what attacks put into the target's training (gradient canaries)
+    instruments: dict[str, Instrument] = field(default_factory=dict)  # attack name → what it puts into the target's training
 
     def shared(self, key: str, factory):
         """The run's ``key`` protocol, built by ``factory(ctx)`` the first time an attack asks for it.
@@ -221,6 +222,8 @@ def run_experiment(cfg: DictConfig) -> RunOutcome:
 
 
 def _run_one(cfg: DictConfig) -> RunOutcome:
+    """One run (one reference at ε = ∞): skipped when its folder holds a complete record, else
+    trained, attacked and published atomically (a failure leaves nothing behind)."""
     run_config = run_config_dict(cfg)
     sweep_dir = sweep_dir_for(cfg)
     run_id = store.run_id_for(run_config)
@@ -233,42 +236,10 @@ def _run_one(cfg: DictConfig) -> RunOutcome:
         return RunOutcome(existing, sweep_dir, skipped=True)
 
     started = time.perf_counter()
-    device = resolve_device(str(cfg.device))
-    if cfg.num_threads is not None:
-        torch.set_num_threads(int(cfg.num_threads))
-    ds = load_dataset(cfg.dataset)
-    recipe = make_recipe(cfg.privacy, cfg.train, ds.n_train)
-    log.info(
-        "%s training %s on %s (N=%d) %s -> %s", label, cfg.model.name, ds.info.name, ds.n_train,
-        f"with DP-SGD sigma={recipe.noise_multiplier:.4g} q={recipe.sample_rate:.4g} T={recipe.steps} C={recipe.max_grad_norm:g} ({recipe.accountant})"
-        if recipe.private else f"without DP (T={recipe.steps})",
-        sweep_dir / "runs" / run_id,
-    )
-    if recipe.accountant_note:
-        log.info("%s %s", label, recipe.accountant_note)
-
-    writer = store.RunWriter(sweep_dir, run_id)
-    ctx = Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon), cfg.privacy.reference),
-                  grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer,
-                  settings=registry.selected_settings(cfg))
+    ctx = _prepare(cfg, label, sweep_dir, run_id)
+    writer = ctx.writer
     try:
-        record = {
-            "schema": store.SCHEMA_VERSION,
-            "run_id": run_id,
-            "config_hash": store.config_hash(run_config),
-            "seed": int(cfg.seed),
-            "dataset": {**ds.info.to_record(), "n_train": ds.n_train, "n_test": len(ds.test_y),
-                        "n_val": 0 if ds.val_y is None else len(ds.val_y)},
-            "environment": {**versions(), "device": str(device), "threads": torch.get_num_threads(),
-                            "hostname": platform.node(), "pid": os.getpid()},
-        }
-        n_states = max([registry.ATTACKS[name].checkpoints(s) for name, s in ctx.settings.items()], default=0)
-        ctx.instruments = {name: registry.ATTACKS[name].instrument(ctx, s) for name, s in ctx.settings.items()
-                           if registry.ATTACKS[name].instrument is not None}
-        record.update(train_target(ctx, n_checkpoints=n_states))
-        record.update(run_attacks(ctx))
-        record["wall_time_s"] = time.perf_counter() - started
-        record["summary"] = summarise(record)
+        record = _run_record(ctx, run_id, run_config, started)
         writer.write_text("config.yaml", OmegaConf.to_yaml(OmegaConf.create(run_config)))
         writer.write_json(store.METRICS, record)
         run_dir = writer.publish({"config_hash": record["config_hash"]})
@@ -285,6 +256,52 @@ def _run_one(cfg: DictConfig) -> RunOutcome:
     return RunOutcome(run_dir, sweep_dir, skipped=False)
 
 
+def _prepare(cfg: DictConfig, label: str, sweep_dir: Path, run_id: str) -> Context:
+    """The run's device, threads, data and DP recipe, announced in the log, and its context (with
+    the writer of its new folder)."""
+    device = resolve_device(str(cfg.device))
+    if cfg.num_threads is not None:
+        torch.set_num_threads(int(cfg.num_threads))
+    ds = load_dataset(cfg.dataset)
+    recipe = make_recipe(cfg.privacy, cfg.train, ds.n_train)
+    log.info(
+        "%s training %s on %s (N=%d) %s -> %s", label, cfg.model.name, ds.info.name, ds.n_train,
+        f"with DP-SGD sigma={recipe.noise_multiplier:.4g} q={recipe.sample_rate:.4g} T={recipe.steps} C={recipe.max_grad_norm:g} ({recipe.accountant})"
+        if recipe.private else f"without DP (T={recipe.steps})",
+        sweep_dir / "runs" / run_id,
+    )
+    if recipe.accountant_note:
+        log.info("%s %s", label, recipe.accountant_note)
+
+    writer = store.RunWriter(sweep_dir, run_id)
+    return Context(cfg=cfg, ds=ds, recipe=recipe, hp=effective_train(cfg.train, float(cfg.privacy.epsilon), cfg.privacy.reference),
+                   grad_sample_mode=grad_sample_mode(cfg.model), device=device, label=label, writer=writer,
+                   settings=registry.selected_settings(cfg))
+
+
+def _run_record(ctx: Context, run_id: str, run_config: dict, started: float) -> dict:
+    """The run's record: what ran where, the target's training and utility, every attack, the summary."""
+    cfg, ds = ctx.cfg, ctx.ds
+    record = {
+        "schema": store.SCHEMA_VERSION,
+        "run_id": run_id,
+        "config_hash": store.config_hash(run_config),
+        "seed": int(cfg.seed),
+        "dataset": {**ds.info.to_record(), "n_train": ds.n_train, "n_test": len(ds.test_y),
+                    "n_val": 0 if ds.val_y is None else len(ds.val_y)},
+        "environment": {**versions(), "device": str(ctx.device), "threads": torch.get_num_threads(),
+                        "hostname": platform.node(), "pid": os.getpid()},
+    }
+    n_states = max([registry.ATTACKS[name].checkpoints(s) for name, s in ctx.settings.items()], default=0)
+    ctx.instruments = {name: registry.ATTACKS[name].instrument(ctx, s) for name, s in ctx.settings.items()
+                       if registry.ATTACKS[name].instrument is not None}
+    record.update(train_target(ctx, n_checkpoints=n_states))
+    record.update(run_attacks(ctx))
+    record["wall_time_s"] = time.perf_counter() - started
+    record["summary"] = summarise(record)
+    return record
+
+
 def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     """Train the target model (the one whose utility is reported) and evaluate it."""
     ds = ctx.ds
@@ -293,7 +310,7 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
             ctx.build_model(ctx.streams), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, streams=ctx.streams, device=ctx.device, progress=bar,
             n_checkpoints=n_checkpoints, features=ctx.train_features,
-            canaries=next(iter(ctx.instruments.values()), None),
+            instruments=list(ctx.instruments.values()),
         )
     ctx.target = result.model
     ctx.checkpoints = result.checkpoints

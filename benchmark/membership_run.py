@@ -21,9 +21,11 @@ import torch
 from medprivbench.attacks import auditing, membership, mia_metrics
 
 from .errors import ConfigError
+from .families import family
+from .families.membership import MembershipResult, VariantMetrics
 from .progress import count_bar
-from .registry import ATTACKS, AttackSpec, register
-from .shadow import PoolResult, pool_workers, train_pool
+from .registry import ATTACKS, Attack, register_attack
+from .shadow import QUERIES, PoolResult, pool_workers, train_pool
 
 log = logging.getLogger("medprivbench")
 
@@ -62,7 +64,7 @@ class MembershipProtocol:
                 workers=pool_workers(int(cfg.shadow_workers), self.m, ctx.device),
             )
         n_variants = sum(len(ATTACKS[name].variant_labels(s)) for name, s in ctx.settings.items()
-                         if ATTACKS[name].family == "membership")
+                         if ATTACKS[name].family is MembershipAttack.family)
         self.confidence = 1.0 - ctx.alpha / (max(1, n_variants) * (1 + len(FPR_LEVELS)))
         self.scores: dict[str, np.ndarray] = {}
 
@@ -75,7 +77,7 @@ class MembershipProtocol:
         )
 
     def evaluate(self, variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
-        """Metrics of each variant (key → (scoring function of ``membership.ATTACKS``, its options))."""
+        """Metrics of each variant (key → (scoring function of ``membership.SCORERS``, its options))."""
         member = self.pool.member
         m, n = member.shape
         clusters = (np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
@@ -122,29 +124,38 @@ def scores_table(pool: PoolResult, scores: dict[str, np.ndarray], groups: np.nda
 
 
 # ----------------------------------------------------------------------------- the entries
-def membership_columns(name: str, result: dict) -> dict:
-    """Table columns of a membership attack: AUC, TPR at each FPR level and ε lower bound per variant."""
-    row = {}
-    for variant, m in result["variants"].items():
-        row[f"mia_{variant}_auc"] = m["auc"]
-        row[f"mia_{variant}_tpr_at_0.1%fpr"] = m["tpr_at_fpr"][0]
-        row[f"mia_{variant}_tpr_at_1%fpr"] = m["tpr_at_fpr"][1]
-        row[f"mia_{variant}_epsilon_lb"] = m["empirical_epsilon"]["epsilon_lb"]
-    return row
+class MembershipAttack(Attack):
+    """A membership attack: its variants scored on the run's shared pool (:class:`MembershipProtocol`)."""
 
+    family = family("membership")
+    threat = "black_box"
+    shadows: bool = True  # whether it needs shadow/reference models (one more pool model)
 
-def run_membership(threat_model: str, variants: dict[str, tuple[str, dict]]):
-    """The ``run`` of a membership entry: its variants scored on the run's shared pool."""
+    def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
+        """Each variant's scoring function (a key of ``medprivbench.attacks.membership.SCORERS``) and its options."""
+        raise NotImplementedError
 
-    def run(ctx, settings) -> dict:
-        chosen = variants if not callable(variants) else variants(ctx, settings)
+    def run(self, ctx, settings) -> MembershipResult:
         protocol = ctx.shared("membership", MembershipProtocol)
-        return {"threat_model": threat_model, "variants": protocol.evaluate(chosen)}
+        metrics = protocol.evaluate(self.scorers(ctx, settings))
+        return MembershipResult(threat_model=self.threat_model,
+                                variants={k: VariantMetrics.from_record(m) for k, m in metrics.items()})
 
-    return run
+    def lower_bounds(self, settings) -> int:
+        return len(self.variants(settings))  # one empirical ε per variant
+
+    def check(self, settings, cfg) -> None:
+        check_queries(cfg)
+        check_pool(cfg, shadows=self.shadows, name=self.name)
 
 
-def check_pool(settings, cfg, *, shadows: bool, name: str) -> None:
+def check_queries(cfg) -> None:
+    queries = list(cfg.membership.queries)
+    if not queries or any(q not in QUERIES for q in queries):
+        raise ConfigError(f"membership.queries={queries} is not valid; choose a non-empty list from {', '.join(QUERIES)}")
+
+
+def check_pool(cfg, *, shadows: bool, name: str) -> None:
     """Membership attacks need a pool: at least 2 models, 3 when the attack uses shadows (one held out)."""
     m = int(cfg.membership.num_models)
     if m < 2:
@@ -155,63 +166,58 @@ def check_pool(settings, cfg, *, shadows: bool, name: str) -> None:
                           "use at least 3 (1 target, 1 shadow, 1 held out for the empirical ε)")
 
 
-def _lira_variants(ctx, settings) -> dict[str, tuple[str, dict]]:
-    n_shadows = int(ctx.cfg.membership.num_models) - 1
-    # the fixed-variance variant for few shadows (Carlini et al.)
-    fixed = settings.variance == "fixed" or (settings.variance == "auto" and n_shadows < 64)
-    return {f"lira_{mode}": (f"lira_{mode}", {"fixed_variance": fixed})
-            for mode in ("online", "offline") if getattr(settings, mode)}
+@register_attack
+class Loss(MembershipAttack):
+    name, label, schema, shadows = "loss", "loss threshold", membership.LossConfig, False
+    threat_model = "black box: the target model's loss on the candidate image and its label; no shadow models"
+
+    def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
+        return {"loss": ("loss", {})}
 
 
-def _check_lira(settings, cfg) -> None:
-    check_pool(settings, cfg, shadows=True, name="lira")
-    m = int(cfg.membership.num_models)
-    if settings.online and m < 5:
-        raise ConfigError(f"membership.num_models={m} is too small for online LiRA, which fits IN and OUT Gaussians from the "
-                          "shadow models; use at least 5 (16 or more recommended) or attack.lira.online=false")
+@register_attack
+class LiRA(MembershipAttack):
+    name, label, schema = "lira", "LiRA", membership.LiRAConfig
+    threat_model = ("black box: the target model's logits on the candidate (and its horizontal flip), plus shadow models "
+                    "the attacker trained with the same recipe on data from the same population, knowing which shadows "
+                    "saw the candidate (online) or using only those that did not (offline)")
+
+    def variants(self, settings) -> dict[str, str]:
+        return {f"lira_{mode}": f"LiRA {mode}" for mode in ("online", "offline") if getattr(settings, mode)}
+
+    def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
+        n_shadows = int(ctx.cfg.membership.num_models) - 1
+        # the fixed-variance variant for few shadows (Carlini et al.)
+        fixed = settings.variance == "fixed" or (settings.variance == "auto" and n_shadows < 64)
+        return {key: (key, {"fixed_variance": fixed}) for key in self.variants(settings)}
+
+    def check(self, settings, cfg) -> None:
+        super().check(settings, cfg)
+        m = int(cfg.membership.num_models)
+        if settings.online and m < 5:
+            raise ConfigError(f"membership.num_models={m} is too small for online LiRA, which fits IN and OUT Gaussians from "
+                              "the shadow models; use at least 5 (16 or more recommended) or attack.lira.online=false")
 
 
-def _rmia_variants(ctx, settings) -> dict[str, tuple[str, dict]]:
-    options = {"online": settings.online, "gamma": settings.gamma, "n_references": settings.n_references}
-    if not settings.online:
-        options["offline_a"] = settings.offline_a
-    return {"rmia": ("rmia", options)}
+@register_attack
+class RMIA(MembershipAttack):
+    name, label, schema = "rmia", "RMIA", membership.RMIAConfig
+    threat_model = ("black box: the target model's logits on the candidate and on population images none of the models "
+                    "trained on, plus a few reference models trained with the same recipe")
 
+    def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
+        options = {"online": settings.online, "gamma": settings.gamma, "n_references": settings.n_references}
+        if not settings.online:
+            options["offline_a"] = settings.offline_a
+        return {"rmia": ("rmia", options)}
 
-def _check_rmia(settings, cfg) -> None:
-    check_pool(settings, cfg, shadows=True, name="rmia")
-    m = int(cfg.membership.num_models)
-    need = 2 * settings.n_references if settings.online else settings.n_references
-    # one model is held out for the empirical ε, and each target needs its references among the rest
-    if m - 2 < need:
-        raise ConfigError(
-            f"membership.num_models={m} leaves {m - 2} reference models (one target, one held out), too few for "
-            f"attack.rmia.n_references={settings.n_references}{' (online needs twice as many)' if settings.online else ''}; "
-            f"use num_models ≥ {need + 2}")
-
-
-_LIRA_THREAT = ("black box: the target model's logits on the candidate (and its horizontal flip), plus shadow models the "
-                "attacker trained with the same recipe on data from the same population, knowing which shadows saw the "
-                "candidate (online) or using only those that did not (offline)")
-
-register(AttackSpec(
-    name="loss", schema=membership.LossConfig, label="loss threshold", family="membership", threat="black_box",
-    threat_model="black box: the target model's loss on the candidate image and its label; no shadow models",
-    run=run_membership("black box: the target model's loss on the candidate image and its label; no shadow models",
-                       {"loss": ("loss", {})}),
-    columns=membership_columns, lower_bounds=lambda s: 1,
-    check=lambda s, cfg: check_pool(s, cfg, shadows=False, name="loss"),
-))
-register(AttackSpec(
-    name="lira", schema=membership.LiRAConfig, label="LiRA", family="membership", threat="black_box", threat_model=_LIRA_THREAT,
-    run=run_membership(_LIRA_THREAT, _lira_variants), columns=membership_columns,
-    variants=lambda s: {f"lira_{mode}": f"LiRA {mode}" for mode in ("online", "offline") if getattr(s, mode)},
-    lower_bounds=lambda s: int(s.online) + int(s.offline), check=_check_lira,
-))
-_RMIA_THREAT = ("black box: the target model's logits on the candidate and on population images none of the models "
-                "trained on, plus a few reference models trained with the same recipe")
-register(AttackSpec(
-    name="rmia", schema=membership.RMIAConfig, label="RMIA", family="membership", threat="black_box", threat_model=_RMIA_THREAT,
-    run=run_membership(_RMIA_THREAT, _rmia_variants), columns=membership_columns,
-    lower_bounds=lambda s: 1, check=_check_rmia,
-))
+    def check(self, settings, cfg) -> None:
+        super().check(settings, cfg)
+        m = int(cfg.membership.num_models)
+        need = 2 * settings.n_references if settings.online else settings.n_references
+        # one model is held out for the empirical ε, and each target needs its references among the rest
+        if m - 2 < need:
+            raise ConfigError(
+                f"membership.num_models={m} leaves {m - 2} reference models (one target, one held out), too few for "
+                f"attack.rmia.n_references={settings.n_references}{' (online needs twice as many)' if settings.online else ''}; "
+                f"use num_models ≥ {need + 2}")

@@ -3,7 +3,8 @@
 DP-SGD needs per-sample gradients, which rules out BatchNorm (it mixes the samples of a batch,
 so one sample's gradient depends on the others) and in-place operations on tensors that Opacus'
 backward hooks see (``out += identity``, ``ReLU(inplace=True)``). Every model here uses
-GroupNorm and out-of-place arithmetic; :func:`make_dp_compatible` converts third-party networks.
+GroupNorm and out-of-place arithmetic; third-party networks are converted by
+:func:`~.dp_compatible.make_dp_compatible` (benchmark/dp_compatible.py).
 
 Each builder takes ``(in_channels, n_classes, image_size, cfg, spatial_dims)`` and returns an
 ``nn.Module`` that maps float images in [0, 1] of shape (B, C, H, W), or volumes (B, C, D, H, W)
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .dp_compatible import group_count, make_dp_compatible
 from .errors import ConfigError
 from .grad_samplers import install as install_grad_samplers
 
@@ -64,14 +66,6 @@ def _activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ConfigError(f"model.activation={name!r} is not valid; choose one of {', '.join(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
-
-
-def _groups(channels: int, wanted: int) -> int:
-    """The largest group count ≤ wanted that divides ``channels``."""
-    g = max(1, min(wanted, channels))
-    while channels % g:
-        g -= 1
-    return g
 
 
 POOLS = ("max", "avg")
@@ -121,7 +115,7 @@ def small_cnn(in_channels: int, n_classes: int, image_size: int, cfg, spatial_di
     prev = in_channels
     for i, c in enumerate(chans):
         stride = 2 if (i == 0 and spatial_dims == 3) else 1
-        layers += [conv(prev, c, 3, padding=1, stride=stride), nn.GroupNorm(_groups(c, cfg.norm_groups), c),
+        layers += [conv(prev, c, 3, padding=1, stride=stride), nn.GroupNorm(group_count(c, cfg.norm_groups), c),
                    _activation(cfg.activation)]
         layers.append(_pool(cfg, dims=spatial_dims) if i < len(chans) - 1 else _adaptive_pool(spatial_dims, "avg", 2))
         prev = c
@@ -161,7 +155,7 @@ def _conv_block(c_in: int, c_out: int, cfg, pool: bool = False, dims: int = 2) -
     else:
         kind = _conv(dims)
     conv = kind(c_in, c_out, 3, padding=1, bias=False)
-    layers = [conv, nn.GroupNorm(_groups(c_out, cfg.norm_groups), c_out), _activation(cfg.activation)]
+    layers = [conv, nn.GroupNorm(group_count(c_out, cfg.norm_groups), c_out), _activation(cfg.activation)]
     if pool:
         layers.append(_pool(cfg, dims=dims))
     return nn.Sequential(*layers)
@@ -197,63 +191,6 @@ def resnet9(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims
 
 
 # --------------------------------------------------------------------------------------------
-def _out_of_place_basic_block_forward(self, x):
-    identity = x if self.downsample is None else self.downsample(x)
-    out = self.relu(self.bn1(self.conv1(x)))
-    out = self.bn2(self.conv2(out))
-    return self.relu(out + identity)
-
-
-def _out_of_place_bottleneck_forward(self, x):
-    identity = x if self.downsample is None else self.downsample(x)
-    out = self.relu(self.bn1(self.conv1(x)))
-    out = self.relu(self.bn2(self.conv2(out)))
-    out = self.bn3(self.conv3(out))
-    return self.relu(out + identity)
-
-
-def _out_of_place_monai_block_forward(self, x):
-    identity = x if self.downsample is None else self.downsample(x)
-    out = self.act(self.bn1(self.conv1(x)))
-    out = self.bn2(self.conv2(out))
-    return self.act(out + identity)
-
-
-def make_dp_compatible(model: nn.Module, norm_groups: int = 32) -> nn.Module:
-    """Make a third-party network trainable with Opacus.
-
-    * BatchNorm → GroupNorm (Opacus' ModuleValidator.fix);
-    * every ``inplace=True`` activation → out of place;
-    * torchvision and MONAI residual blocks (``out += identity``) → out-of-place forward.
-    """
-    from monai.networks.nets.resnet import ResNetBlock
-    from opacus.validators import ModuleValidator
-    from torchvision.models.resnet import BasicBlock, Bottleneck
-
-    def to_group_norm(module: nn.Module) -> None:
-        for name, child in module.named_children():
-            if isinstance(child, nn.modules.batchnorm._BatchNorm):
-                c = child.num_features
-                setattr(module, name, nn.GroupNorm(_groups(c, norm_groups), c, affine=child.affine))
-            else:
-                to_group_norm(child)
-
-    to_group_norm(model)
-    for module in model.modules():
-        if hasattr(module, "inplace"):
-            module.inplace = False
-        if isinstance(module, BasicBlock):
-            module.forward = _out_of_place_basic_block_forward.__get__(module)
-        elif isinstance(module, Bottleneck):
-            module.forward = _out_of_place_bottleneck_forward.__get__(module)
-        elif isinstance(module, ResNetBlock):
-            module.forward = _out_of_place_monai_block_forward.__get__(module)
-    errors = ModuleValidator.validate(model, strict=False)
-    if errors:
-        raise ConfigError(f"model still not DP-compatible after conversion: {errors[0]}")
-    return model
-
-
 @register("resnet18")
 def resnet18(in_channels: int, n_classes: int, image_size: int, cfg, spatial_dims: int = 2) -> nn.Module:
     """torchvision ResNet-18, DP-compatible; small inputs (≤ 64 px) get a 3×3 stride-1 stem, no max-pool.
@@ -361,9 +298,9 @@ def scatternet(in_channels: int, n_classes: int, image_size: int, cfg, spatial_d
     c = features.out_channels
     w = cfg.width
     head = nn.Sequential(
-        nn.GroupNorm(_groups(c, cfg.norm_groups), c),
-        nn.Conv2d(c, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation), _pool(cfg),
-        nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(_groups(w, 4), w), _activation(cfg.activation),
+        nn.GroupNorm(group_count(c, cfg.norm_groups), c),
+        nn.Conv2d(c, w, 3, padding=1), nn.GroupNorm(group_count(w, 4), w), _activation(cfg.activation), _pool(cfg),
+        nn.Conv2d(w, w, 3, padding=1), nn.GroupNorm(group_count(w, 4), w), _activation(cfg.activation),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(w, n_classes),
     )
     return FrozenFeatureClassifier(features, head)

@@ -22,8 +22,11 @@ from medprivbench.attacks.prior_aware import THREAT_MODEL as PRIOR_AWARE_THREAT
 from medprivbench.attacks.prior_aware import PriorAwareConfig, prior_aware_attack
 
 from .errors import ConfigError
+from .families import family
+from .families.prior_aware import PriorAwareResult
+from .families.reconstruction import ReconstructionResult
 from .models import split_frozen
-from .registry import AttackSpec, register
+from .registry import Attack, register_attack
 
 log = logging.getLogger("medprivbench")
 
@@ -50,7 +53,7 @@ def rero_bounds(recipe, n_train: int, settings: dict) -> dict:
     }
 
 
-def run_prior_aware(ctx, settings: PriorAwareConfig) -> dict:
+def run_prior_aware(ctx, settings: PriorAwareConfig) -> PriorAwareResult:
     """The informed adversary's game on the target's real model states and training images."""
     view = ctx.recipe.attacker_view
     streams = ctx.streams.of("prior_aware")
@@ -71,7 +74,7 @@ def run_prior_aware(ctx, settings: PriorAwareConfig) -> dict:
         max_grad_norm=view.simulation_clip, n_candidates=settings.n_candidates, n_trials=settings.trials,
         seed=streams.seed_for("client_noise"), device=ctx.device,
     )
-    out = result.to_record()
+    out = PriorAwareResult.from_record(result.to_record())
     log.info("%s prior-aware reconstruction: success %.3f [%.3f, %.3f] vs ReRo bound %.3f (chance %.3f)",
              ctx.label, result.success_rate, result.ci_low, result.ci_high, result.bound, result.chance)
     return out
@@ -88,16 +91,7 @@ def _grid_title(ctx, name: str) -> str:
     return f"{name.replace('_', ' ')}: truth (top) and reconstruction; {info.name} {ctx.cfg.model.name}, {ctx.epsilon_text}, seed {ctx.cfg.seed}"
 
 
-def run_gradient_inversion(name: str):
-    """The ``run`` of a gradient-inversion entry (the config file names the variant: Geiping, DLG)."""
-
-    def run(ctx, settings: rec.GradientInversionConfig) -> dict:
-        return gradient_inversion(ctx, name, settings)
-
-    return run
-
-
-def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig) -> dict:
+def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig, threat_model: str) -> ReconstructionResult:
     """Invert client updates of training images at the run's σ and C; score against the truth."""
     streams = ctx.streams.of(name)
     # the target's initial weights θ₀ (its own init stream) or its trained weights
@@ -123,7 +117,7 @@ def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig) ->
     grid = f"reconstructions/{name}.png"
     image_metrics.save_image_grid(truth_t, recon_t, ctx.writer.path(grid), title=_grid_title(ctx, name))
     out = {
-        "threat_model": f"{ATTACK_THREATS[name]}; {threat['observes']}, labels {threat['labels']}",
+        "threat_model": f"{threat_model}; {threat['observes']}, labels {threat['labels']}",
         **{k: report[k] for k in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
         "rero": {k: report[f"rero_{k}"] for k in ("psnr", "ssim")},
         "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
@@ -135,10 +129,10 @@ def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig) ->
     log.info("%s %s: mean PSNR %.1f dB, SSIM %.3f, ReRo@%g dB %.2f (%d images, B=%d, %.0f s)", ctx.label, name,
              out["psnr_mean"], out["ssim_mean"], settings.eta_psnr, out["rero"]["psnr"], settings.n_images,
              settings.batch_size, seconds)
-    return out
+    return ReconstructionResult.from_record(out)
 
 
-def run_imprint(ctx, settings: ImprintConfig) -> dict:
+def run_imprint(ctx, settings: ImprintConfig, threat_model: str) -> ReconstructionResult:
     """A malicious server's imprint model; the client's DP-SGD update on it; images read back."""
     streams = ctx.streams.of("imprint")
     base = (ctx.build_model(ctx.streams) if settings.model_state == "init" else ctx.target).to(ctx.device).eval()
@@ -169,7 +163,7 @@ def run_imprint(ctx, settings: ImprintConfig) -> dict:
     image_metrics.save_image_grid(torch.cat(truth_all)[:16], torch.cat(recon_all)[:16], ctx.writer.path(grid),
                                   title=_grid_title(ctx, "imprint"))
     out = {
-        "threat_model": f"{ATTACK_THREATS['imprint']}; {attack.threat_model().get('observes', '')}".rstrip("; "),
+        "threat_model": f"{threat_model}; {attack.threat_model().get('observes', '')}".rstrip("; "),
         **_summary(per_image),
         "rero": {k: image_metrics.rero(per_image[k], k, getattr(settings, f"eta_{k}")) for k in ("psnr", "ssim")},
         "eta": {"psnr": settings.eta_psnr, "ssim": settings.eta_ssim},
@@ -179,7 +173,7 @@ def run_imprint(ctx, settings: ImprintConfig) -> dict:
     }
     log.info("%s imprint: mean PSNR %.1f dB, ReRo@%g dB %.2f (%d images in batches of %d, %.1f s)", ctx.label,
              out["psnr_mean"], settings.eta_psnr, out["rero"]["psnr"], n, settings.batch_size, seconds)
-    return out
+    return ReconstructionResult.from_record(out)
 
 
 def _matched(candidates: torch.Tensor, report: dict, truth: torch.Tensor) -> torch.Tensor:
@@ -202,20 +196,6 @@ def _summary(per_image: dict) -> dict:
     return out
 
 
-ATTACK_THREATS = {
-    "gradient_inversion": "honest-but-curious server (Geiping et al. 2020): optimises images whose gradient matches "
-                          "the client's update (cosine distance + total variation)",
-    "dlg": "honest-but-curious server (Zhu et al. 2019, DLG baseline): L2 gradient matching with L-BFGS",
-    "imprint": "malicious server (Fowl et al. 2022, Robbing the Fed): sends a model with an imprint layer whose "
-               "weight-row gradients isolate single images",
-}
-
-
-def reconstruction_columns(name: str, result: dict) -> dict:
-    return {f"recon_{name}_psnr_mean": result["psnr_mean"], f"recon_{name}_ssim_mean": result["ssim_mean"],
-            f"recon_{name}_rero_psnr": result["rero"]["psnr"], f"recon_{name}_rero_ssim": result["rero"]["ssim"]}
-
-
 def _check_images(attribute: str):
     """check_data: the attack cannot take more training images than there are, and its SSIM needs
     images (or volumes) of at least the window's 11 pixels a side."""
@@ -232,25 +212,48 @@ def _check_images(attribute: str):
     return check
 
 
-# the run order of the old engine: the informed adversary first, then the server-side attacks
-register(AttackSpec(
-    name="prior_aware", schema=PriorAwareConfig, label="prior-aware reconstruction", family="prior_aware", threat="informed_adversary",
-    threat_model=PRIOR_AWARE_THREAT, run=run_prior_aware,
-    columns=lambda name, r: {"prior_aware_success": r["success_rate"], "prior_aware_ci_low": r["ci_low"],
-                             "prior_aware_ci_high": r["ci_high"], "prior_aware_chance": r["chance"]},
-    checkpoints=lambda settings: settings.n_states,
-))
-register(AttackSpec(
-    name="gradient_inversion", schema=rec.GradientInversionConfig, label="gradient inversion", family="reconstruction", threat="curious_server",
-    threat_model=ATTACK_THREATS["gradient_inversion"], run=run_gradient_inversion("gradient_inversion"),
-    columns=reconstruction_columns, check_data=_check_images("gradient_inversion"),
-))
-register(AttackSpec(
-    name="dlg", schema=rec.GradientInversionConfig, label="DLG", family="reconstruction", threat="curious_server",
-    threat_model=ATTACK_THREATS["dlg"], run=run_gradient_inversion("dlg"), columns=reconstruction_columns,
-    check_data=_check_images("dlg"), defaults=rec.GradientInversionConfig(**vars(rec.DLG_2019)),
-))
-register(AttackSpec(
-    name="imprint", schema=ImprintConfig, label="imprint (trap weights)", family="reconstruction", threat="malicious_server",
-    threat_model=ATTACK_THREATS["imprint"], run=run_imprint, columns=reconstruction_columns, check_data=_check_images("imprint"),
-))
+@register_attack
+class PriorAware(Attack):
+    name, label, schema = "prior_aware", "prior-aware reconstruction", PriorAwareConfig
+    family, threat, threat_model = family("prior_aware"), "informed_adversary", PRIOR_AWARE_THREAT
+
+    def run(self, ctx, settings: PriorAwareConfig) -> PriorAwareResult:
+        return run_prior_aware(ctx, settings)
+
+    def checkpoints(self, settings: PriorAwareConfig) -> int:
+        return settings.n_states
+
+
+class ServerAttack(Attack):
+    """An attack of a server on one client's update: it needs training images of at least the SSIM window."""
+
+    family = family("reconstruction")
+
+    def check_data(self, settings, cfg, n_train: int) -> None:
+        _check_images(self.name)(settings, cfg, n_train)
+
+
+@register_attack
+class GradientInversion(ServerAttack):
+    name, label, schema, threat = "gradient_inversion", "gradient inversion", rec.GradientInversionConfig, "curious_server"
+    threat_model = ("honest-but-curious server (Geiping et al. 2020): optimises images whose gradient matches the "
+                    "client's update (cosine distance + total variation)")
+
+    def run(self, ctx, settings: rec.GradientInversionConfig) -> ReconstructionResult:
+        return gradient_inversion(ctx, self.name, settings, self.threat_model)
+
+
+@register_attack
+class DLG(GradientInversion):
+    name, label, defaults = "dlg", "DLG", rec.GradientInversionConfig(**vars(rec.DLG_2019))
+    threat_model = "honest-but-curious server (Zhu et al. 2019, DLG baseline): L2 gradient matching with L-BFGS"
+
+
+@register_attack
+class Imprint(ServerAttack):
+    name, label, schema, threat = "imprint", "imprint (trap weights)", ImprintConfig, "malicious_server"
+    threat_model = ("malicious server (Fowl et al. 2022, Robbing the Fed): sends a model with an imprint layer whose "
+                    "weight-row gradients isolate single images")
+
+    def run(self, ctx, settings: ImprintConfig) -> ReconstructionResult:
+        return run_imprint(ctx, settings, self.threat_model)

@@ -1,110 +1,137 @@
 """The attack registry: one entry per attack, holding everything the engine knows about it.
 
-Opacus registers one per-sample-gradient function per layer type; breaching keeps tables of
-interchangeable parts keyed by name. Here one :class:`AttackSpec` per attack holds its name (the
+Opacus registers one per-sample-gradient function per layer type with a decorator where it is
+defined (``register_grad_sampler``); here each attack is a small :class:`Attack` subclass
+registered with :func:`register_attack` where it is defined (benchmark/membership_run.py,
+audit_run.py, reconstruction_run.py). Its class attributes say what it is: its name (the
 ``attack=[…]`` name and ``configs/attack/<name>.yaml``), its settings schema (the attack's own
-dataclass, registered in Hydra's ConfigStore so the YAML is typed), its threat model in words, the
-function that runs it on a trained run, the table columns it produces, its report label and the
-checks that need more than its own settings. Validation (benchmark/validate.py), the experiment
-(benchmark/experiment.py), the run record (benchmark/record.py) and the report loop over
+dataclass, registered in Hydra's ConfigStore so the YAML is typed), its report label, its family
+(benchmark/families: how its results are tabled, judged against chance and reported), its threat
+model (a key of benchmark/threats.py, and the attacker's view in words); its methods what it does:
+``run(ctx, settings)`` returns a typed result of its family, and the checks that need more than its
+own settings. Validation, the experiment, the run summary and the report loop over
 :data:`ATTACKS`; no other engine code names an attack.
 
 Adding an attack: a pure module in ``attacks/`` (arrays and models in, scores, images or bounds
 out), a config ``configs/attack/<name>.yaml`` (``defaults: [<name>_schema@_here_, _self_]``) and
-one :func:`register` call in an engine module listed in :data:`ENTRY_MODULES` (the attack modules
-themselves never import the engine).
+one decorated class in an engine module (the attack modules themselves never import the engine).
+Adding a family: one module with a registered :class:`~benchmark.families.base.Family`.
 
-Every ``run`` has one calling shape: ``run(ctx, settings) -> dict``, with ``ctx`` the trained
-run (benchmark/experiment.py's ``Context``: data, recipe, target model, streams, shared
-protocols such as the membership pool) and ``settings`` an instance of ``schema``. The result is
-JSON-friendly and holds ``threat_model``; ``columns(name, result)`` flattens it into table columns.
+Run order: by family rank (membership, audits, the informed adversary, reconstruction; see each
+family's ``rank``), then in the order the attacks were registered. It is also the order of the
+sweep table's columns and of the report's sections. No result depends on it: every attack draws
+from random streams of its own (benchmark/streams.py), and the membership pool is built by
+whichever membership attack runs first.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, fields
-from typing import Any, Callable
+from dataclasses import fields
+from typing import Any, ClassVar
 
 from omegaconf import OmegaConf
 
 from .errors import ConfigError
+from .families import FAMILIES, AttackResult, Family
 from .threats import THREAT_MODELS
 
-# Engine modules whose import registers attacks (in this order, which is also the run order).
-ENTRY_MODULES = ("membership_run", "audit_run", "reconstruction_run")
-# What an attack's result is about, and so how the run record and the report present it:
-# membership inference (per-variant ROC metrics), audits (ε lower bounds from canaries), image
-# reconstruction (PSNR/SSIM/ReRo@η), and games of an informed adversary against the ReRo bound.
-FAMILIES = ("membership", "audit", "reconstruction", "prior_aware")
 
+class Attack:
+    """One attack: what it is (class attributes) and what it does (methods). Subclass, set the
+    attributes, override :meth:`run` and whichever checks apply, and decorate with :func:`register_attack`."""
 
-def _no_check(*args: Any) -> None:
-    return None
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    name: str
-    schema: type
-    label: str
-    family: str
-    threat_model: str
-    run: Callable[[Any, Any], dict]
-    columns: Callable[[str, dict], dict]
-    # sub-results a run produces, by key → report label (LiRA: online and offline); default {name: label}
-    variants: Callable[[Any], dict[str, str]] | None = None
-    check: Callable[[Any, Any], None] = _no_check  # (settings, cfg): rules involving other settings
-    check_data: Callable[[Any, Any, int], None] = _no_check  # (settings, cfg, n_train)
-    lower_bounds: Callable[[Any], int] = lambda settings: 0  # ε lower bounds it computes (they share α)
-    checkpoints: Callable[[Any], int] = lambda settings: 0  # model states of the target's training it needs
-    # something that joins the target's training (gradient canaries): instrument(ctx, settings),
-    # built before the target trains and found by ``run`` in ``ctx.instruments[name]``
-    instrument: Callable[[Any, Any], Any] | None = None
+    name: ClassVar[str]
+    schema: ClassVar[type]  # the settings dataclass (attacks/settings.py helpers declare each constraint)
+    label: ClassVar[str]  # the report's name for it
+    family: ClassVar[Family]
+    threat: ClassVar[str]  # the adversary, a key of benchmark/threats.py THREAT_MODELS
+    threat_model: ClassVar[str]  # what this attacker sees, in words (recorded with each result)
     # the schema's instance whose values are the attack's defaults, where they differ from the
     # schema's own (a variant such as DLG: the gradient-inversion schema with Zhu et al.'s settings)
-    defaults: Any = None
-    # the adversary, one key of benchmark/threats.py THREAT_MODELS: the report's verdicts are per threat model
-    threat: str = ""
+    defaults: ClassVar[Any] = None
+    # something that joins the target's training (gradient canaries), or None: a method
+    # ``instrument(ctx, settings)``, called before the target trains; ``run`` finds what it
+    # returned in ``ctx.instruments[name]``
+    instrument: ClassVar[Any] = None
+
+    def run(self, ctx, settings) -> AttackResult:
+        """Attack the trained run ``ctx`` (benchmark/experiment.py's ``Context``) with ``settings``."""
+        raise NotImplementedError
+
+    def variants(self, settings) -> dict[str, str]:
+        """The sub-results a run produces, by key → report label (LiRA: online and offline)."""
+        return {self.name: self.label}
+
+    def check(self, settings, cfg) -> None:
+        """Rules involving other settings than the attack's own (raise ConfigError)."""
+
+    def check_data(self, settings, cfg, n_train: int) -> None:
+        """Rules that need the size of the training set."""
+
+    def lower_bounds(self, settings) -> int:
+        """How many ε lower bounds the attack computes (the run's α is divided among all of them)."""
+        return 0
+
+    def checkpoints(self, settings) -> int:
+        """How many model states of the target's training the attack needs."""
+        return 0
 
     def settings_schema(self) -> Any:
         return self.defaults if self.defaults is not None else self.schema
 
-    def variant_labels(self, settings: Any) -> dict[str, str]:
-        return self.variants(settings) if self.variants is not None else {self.name: self.label}
+    def variant_labels(self, settings) -> dict[str, str]:
+        return self.variants(settings)
+
+    def read(self, data) -> AttackResult:
+        """The typed result of a recorded result (its family's result class)."""
+        return self.family.read(data)
 
 
-ATTACKS: dict[str, AttackSpec] = {}
+ATTACKS: dict[str, Attack] = {}
+_REGISTERED: list[str] = []  # registration order, the tie-break of the run order
 
 
-def register(spec: AttackSpec) -> AttackSpec:
-    """Add ``spec`` to the registry and its schema to Hydra's ConfigStore (as ``attack/<name>_schema``)."""
+def register_attack(cls: type[Attack]) -> type[Attack]:
+    """Class decorator: add one instance of ``cls`` to the registry (in run order) and its settings
+    schema to Hydra's ConfigStore (as ``attack/<name>_schema``)."""
     from hydra.core.config_store import ConfigStore
 
-    if spec.name in ATTACKS:
-        raise ValueError(f"attack {spec.name!r} is already registered")
-    if spec.family not in FAMILIES:
-        raise ValueError(f"family={spec.family!r}; expected one of {', '.join(FAMILIES)}")
-    if spec.threat not in THREAT_MODELS:
-        raise ValueError(f"attack {spec.name!r}: threat={spec.threat!r}; expected one of {', '.join(THREAT_MODELS)}")
-    ATTACKS[spec.name] = spec
-    ConfigStore.instance().store(group="attack", name=f"{spec.name}_schema", node=spec.settings_schema())
-    return spec
+    entry = cls()
+    name = getattr(entry, "name", "")
+    if not name:
+        raise ValueError(f"attack class {cls.__name__} has no name")
+    if name in ATTACKS and type(ATTACKS[name]).__qualname__ != cls.__qualname__:
+        raise ValueError(f"attack {name!r} is already registered")
+    family = getattr(entry, "family", None)
+    if not isinstance(family, Family) or FAMILIES.get(family.key) is not family:
+        raise ValueError(f"attack {name!r}: family={family!r}; expected a registered family ({', '.join(FAMILIES)})")
+    if entry.threat not in THREAT_MODELS:
+        raise ValueError(f"attack {name!r}: threat={entry.threat!r}; expected one of {', '.join(THREAT_MODELS)}")
+    if name not in _REGISTERED:
+        _REGISTERED.append(name)
+    ATTACKS[name] = entry
+    ordered = sorted(ATTACKS.values(), key=lambda a: (a.family.rank, _REGISTERED.index(a.name)))
+    ATTACKS.clear()
+    ATTACKS.update((a.name, a) for a in ordered)
+    ConfigStore.instance().store(group="attack", name=f"{name}_schema", node=entry.settings_schema())
+    return cls
 
 
 def unregister(name: str) -> None:
     """Remove an attack (tests that register one of their own clean up with this)."""
     ATTACKS.pop(name, None)
+    if name in _REGISTERED:
+        _REGISTERED.remove(name)
 
 
-def load() -> dict[str, AttackSpec]:
-    """Import the engine modules that register attacks; returns the registry."""
-    for module in ENTRY_MODULES:
-        importlib.import_module(f"{__package__}.{module}")
+def load() -> dict[str, Attack]:
+    """The registry, with the built-in attacks registered (their modules register them on import)."""
+    from . import audit_run, membership_run, reconstruction_run  # noqa: F401
+
     return ATTACKS
 
 
-def spec(name: str) -> AttackSpec:
+def spec(name: str) -> Attack:
     load()
     if name not in ATTACKS:
         raise ConfigError(f"attack {name!r} is not valid; choose from {', '.join(sorted(ATTACKS))}")
@@ -117,16 +144,15 @@ def label(key: str) -> str:
     for entry in ATTACKS.values():
         if key == entry.name:
             return entry.label
-        if entry.variants is not None:
-            defaults = entry.defaults if entry.defaults is not None else entry.schema()
-            for variant, text in entry.variants(defaults).items():
-                if variant == key:
-                    return text
+        defaults = entry.defaults if entry.defaults is not None else entry.schema()
+        for variant, text in entry.variants(defaults).items():
+            if variant == key:
+                return text
     return key.replace("_", " ")
 
 
 def selected(cfg) -> list[str]:
-    """The selected attacks (``attack=[…]``) in registry order."""
+    """The selected attacks (``attack=[…]``) in run order."""
     load()
     chosen = list(cfg.attack.keys()) if cfg.get("attack") else []
     for name in chosen:
@@ -157,3 +183,9 @@ def selected_settings(cfg) -> dict[str, Any]:
 def lower_bound_count(settings: dict[str, Any]) -> int:
     """How many ε lower bounds the selected attacks compute: the run's α is divided among them."""
     return sum(ATTACKS[name].lower_bounds(s) for name, s in settings.items())
+
+
+def read_results(attacks: dict) -> dict[str, AttackResult]:
+    """A run's attack results (record form or typed), typed, in run order; names not registered are left out."""
+    load()
+    return {name: ATTACKS[name].read(attacks[name]) for name in ATTACKS if name in (attacks or {})}

@@ -1,12 +1,11 @@
-"""Training the models that membership attacks and the one-run audit need, with the target's recipe.
+"""Training the pool of models that membership attacks need, with the target's recipe.
 
-* The **pool** (LiRA evaluation protocol, Carlini et al. 2022): M models, each trained on a random
-  half of the training set. Membership is drawn independently for every (model, image) pair with
-  probability ½, so each image is a member of about half of the models and — unlike a scheme that
-  makes every image a member of exactly M/2 models — the shadows' membership carries no
-  information about the target's. Each model in turn is the target; the others are its shadows.
-* The **audit run** (Steinke, Nasr, Jagielski 2023): one model trained on the training set plus
-  canaries, each included independently with probability ½.
+The **pool** (LiRA evaluation protocol, Carlini et al. 2022): M models, each trained on a random
+half of the training set. Membership is drawn independently for every (model, image) pair with
+probability ½, so each image is a member of about half of the models and — unlike a scheme that
+makes every image a member of exactly M/2 models — the shadows' membership carries no
+information about the target's. Each model in turn is the target; the others are its shadows.
+(The one-run audit's extra model is trained by benchmark/audit_training.py.)
 
 Every model here uses the target's DP recipe unchanged: the same σ, q, T and C (q and T fix the
 number of steps and the sampling rate, so a half-size member set simply has half the expected
@@ -23,8 +22,9 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .recipe import DPRecipe
 from .streams import Streams
-from .training import DPRecipe, predict_logits, train
+from .training import predict_logits, train
 
 QUERIES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "identity": lambda x: x,
@@ -53,7 +53,8 @@ class PoolResult:
         return self.member.shape[0]
 
 
-def membership_matrix(num_models: int, n: int, rng: np.random.Generator) -> np.ndarray:
+def draw_membership(num_models: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Who is in which pool model: (M, N) booleans, each independently True with probability ½."""
     return rng.random((num_models, n)) < 0.5
 
 
@@ -113,7 +114,7 @@ def train_pool(
     training images and one model.
     """
     start = time.perf_counter()
-    member = membership_matrix(num_models, len(y), streams.of("pool").numpy("membership"))
+    member = draw_membership(num_models, len(y), streams.of("pool").numpy("membership"))
     arrays = dict(x=x.numpy(), y=y.numpy(), x_test=x_test.numpy(), y_test=np.asarray(y_test),
                   x_population=x_population.numpy(), features=None if features is None else features.numpy())
     common = dict(build=build, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode, queries=queries,
@@ -138,50 +139,3 @@ def train_pool(
         wall_time_s=time.perf_counter() - start, test_accuracy=test_acc,
         population_logits=np.stack(population), population_labels=np.asarray(y_population),
     )
-
-
-# ----------------------------------------------------------------------------- audit canaries
-def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: int, n_classes: int, rng: np.random.Generator):
-    """Canaries from held-out images (never in the training set).
-
-    * ``mislabelled``: the image with a different label (the other class for binary tasks, a
-      random other class otherwise). A model can fit such a label only by memorising the image,
-      so included canaries score very differently from excluded ones: a strong audit on images.
-    * ``ood``: the intensity-inverted image with a random label: out of distribution as well.
-    """
-    n = min(n, len(y_held_out))
-    pick = rng.choice(len(y_held_out), size=n, replace=False)
-    x, y = x_held_out[pick], y_held_out[pick]
-    shift = rng.integers(1, n_classes, size=n)  # never 0: the label always changes
-    if kind == "mislabelled":
-        return x.copy(), (y + shift) % n_classes
-    return (1.0 - x).astype(np.float32), rng.integers(0, n_classes, size=n)
-
-
-@dataclass
-class AuditRunResult:
-    scores: np.ndarray  # (m,) higher = more likely included
-    included: np.ndarray  # (m,) bool, ground truth, kept apart from the scores
-    wall_time_s: float
-
-
-def train_audit_run(
-    *, build: Callable[[Streams], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, canary_x: np.ndarray, canary_y: np.ndarray,
-    recipe: DPRecipe, hp: dict, grad_sample_mode: str, streams: Streams, device,
-    score: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, features: torch.Tensor | None = None,
-) -> AuditRunResult:
-    """Train once (the ``audit`` model's streams) on the training set plus each canary with
-    probability ½ (drawn from its ``membership`` stream); score every canary."""
-    start = time.perf_counter()
-    included = streams.numpy("membership").random(len(canary_y)) < 0.5
-    cx, cy = torch.from_numpy(canary_x), torch.from_numpy(canary_y.astype(np.int64))
-    x_all = torch.cat([x, cx[torch.from_numpy(included)]])
-    y_all = torch.cat([y, cy[torch.from_numpy(included)]])
-    all_features = None
-    if features is not None and feature_fn is not None:  # fixed-feature models: reuse the training set's features
-        all_features = torch.cat([features, feature_fn(cx[torch.from_numpy(included)])])
-    result = train(build(streams), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                   streams=streams, device=device, features=all_features)
-    logits = predict_logits(result.model, cx, device=device)
-    return AuditRunResult(scores=score(logits, canary_y), included=included, wall_time_s=time.perf_counter() - start)

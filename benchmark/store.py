@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -32,6 +31,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .numbers import format_epsilon  # noqa: F401  (run folder names; importable from here as before)
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def _json_default(obj: Any):
         return obj.tolist()
     if isinstance(obj, Path):
         return str(obj)
+    if hasattr(obj, "to_record"):  # an attack's typed result (benchmark/families)
+        return obj.to_record()
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
@@ -64,17 +67,6 @@ def config_hash(run_config: dict) -> str:
     semantic = {k: v for k, v in run_config.items() if k not in NON_SEMANTIC_KEYS}
     semantic["_schema"] = SCHEMA_VERSION
     return hashlib.sha256(canonical_json(semantic).encode()).hexdigest()
-
-
-def format_epsilon(eps: float) -> str:
-    """ε as a short, file-name-safe string: 1, 8, 0.5, 1e6, inf."""
-    if math.isinf(eps):
-        return "inf"
-    if eps >= 1e4:
-        mantissa, exponent = f"{eps:.6e}".split("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-        return f"{mantissa}e{int(exponent)}"
-    return f"{eps:g}"
 
 
 def run_id_for(run_config: dict) -> str:

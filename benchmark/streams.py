@@ -18,7 +18,7 @@ bit-reproducible on CPU, and θ₀ (the ``init`` stream) carries no information 
 The root seed is the run's ``seed`` setting and is written in the run record: reproducible runs are
 private only while that seed stays secret. Runs whose models will be released should use
 ``privacy.secure_rng=true``, which draws sampling and noise from the operating system's
-cryptographically secure generator instead (benchmark/training.py) and gives up reproducibility.
+cryptographically secure generator instead (benchmark/secure_rng.py) and gives up reproducibility.
 
 Roles: ``target`` (the reported model), ``pool`` (membership models, index m), ``audit`` (the
 black-box audit's run) and one role per attack (its name). Purposes: see :data:`PURPOSES`.

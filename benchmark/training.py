@@ -1,199 +1,77 @@
-"""Training a classifier with DP-SGD (Opacus) or, for ε = ∞, without DP.
+"""Training a classifier with DP-SGD (Opacus) or, for ε = ∞, without DP: the training loop.
 
-The DP recipe: Poisson sampling at rate q = 1/k with k = round(N/B) steps per epoch (expected
-batch B ≈ N·q), per-sample clipping to norm C, Gaussian noise of std σ·C added to the sum of
-clipped gradients, which is then divided by the expected batch size; T = epochs·k steps. σ is
-solved for the target (ε, δ) before training (benchmark/privacy.py) and the ε actually spent is
-recomputed from (σ, q, T) afterwards.
-
-``DPRecipe`` fixes σ, q, T and C so that shadow/reference models can be trained with exactly
-the target's recipe on a different (e.g. half-size) member set: same q and T, hence the same σ
-and the same ε.
+One run takes exactly the recipe's T steps (benchmark/recipe.py: σ, q, T, C): Poisson batches
+under DP, shuffled epochs without (benchmark/sampling.py), optional augmentation multiplicity
+(benchmark/augmentation.py), and under DP Opacus' clipping with the noise drawn from the run's
+own streams (benchmark/noise.py). Instruments (gradient canaries, benchmark/canaries.py) may join
+the run to observe it. The names of those modules are re-exported here, where they were defined
+before, so that ``from .training import DPRecipe, train`` keeps working.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
-import types
 import warnings
-from dataclasses import asdict, dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from .config import TUNED, is_private
+from .augmentation import AUGMENTATIONS, Augmentation, augment
 from .models import split_frozen
-from .privacy import NoiseSolution, epsilon_spent, solve_noise_multiplier
-from .canaries import GradientCanaries
+from .privacy import epsilon_spent
+from .recipe import (HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, UNCLIPPED, AttackerView, DPRecipe, effective_train,
+                     make_optimizer, make_recipe, steps_per_epoch)
+from .sampling import PoissonBatches, ShuffledBatches, poisson_draw
+from .secure_rng import secure_gaussian, secure_uniform
 from .streams import Streams
 
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": lambda params, hp: torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]),
-    "adam": lambda params, hp: torch.optim.Adam(params, lr=hp["lr"], weight_decay=hp["weight_decay"]),
-    "nadam": lambda params, hp: torch.optim.NAdam(params, lr=hp["lr"], weight_decay=hp["weight_decay"]),
-}
-LR_SCHEDULES = ("constant", "cosine")
-AUGMENTATIONS = ("shift", "hflip")
-# Settings of train/ that shape one training run (``nonprivate`` may override any of them).
-HYPERPARAMETERS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "lr_schedule",
-                   "ema_decay", "augmult", "augmentations")
+__all__ = [
+    # the loop (this module)
+    "Instrument", "TrainResult", "compute_features", "predict_logits", "train",
+    # re-exported from the modules that define them
+    "AUGMENTATIONS", "Augmentation", "augment",
+    "HYPERPARAMETERS", "LR_SCHEDULES", "OPTIMIZERS", "UNCLIPPED", "AttackerView", "DPRecipe", "effective_train",
+    "make_optimizer", "make_recipe", "steps_per_epoch",
+    "PoissonBatches", "ShuffledBatches", "poisson_draw",
+    "secure_gaussian", "secure_uniform",
+]
 
 
-# A clip norm for simulations of a run without clipping: far above any per-sample gradient norm.
-UNCLIPPED = 1e6
+class Instrument(Protocol):
+    """Something that joins a training run to observe it: the white-box audit's gradient canaries
+    (benchmark/canaries.py, :class:`~.canaries.GradientCanaries`) are the one kind today.
 
-
-@dataclass(frozen=True)
-class AttackerView:
-    """The training as an attacker sees it: DP-SGD's update rule with its public parameters.
-
-    Each step t samples every example with probability q (Poisson), clips each per-sample gradient
-    to norm C, sums, adds N(0, σ²C²·I) and divides by the expected batch size; T steps. Without DP
-    (σ = 0, C = ∞) the update is the plain mean gradient.
+    Its ``n_rows`` rows join the Poisson-sampled set after the real examples, at the run's rate q.
+    Their per-sample gradients touch only the instrument's own parameter block ``weight``, which
+    it makes the optimiser's last parameter (``attach``) and which draws its noise from a generator
+    of its own: the classifier's batches, noise and update are those of a run without it.
     """
 
-    noise_multiplier: float  # σ
-    max_grad_norm: float  # C (inf: no clipping)
-    sample_rate: float  # q
-    steps: int  # T
+    weight: nn.Parameter  # the instrument's own parameter block
+    ids: torch.Tensor  # the instrument's index of each of its rows
 
     @property
-    def simulation_clip(self) -> float:
-        """C, or :data:`UNCLIPPED` where simulations need a finite number for 'no clipping'."""
-        return self.max_grad_norm if math.isfinite(self.max_grad_norm) else UNCLIPPED
+    def n_rows(self) -> int:
+        """Rows the instrument adds to the sampled set."""
 
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Add ``weight`` to the (plain) optimiser as its last parameter."""
 
-@dataclass(frozen=True)
-class DPRecipe:
-    """Everything that determines a DP-SGD run's privacy: σ, q, T, C, δ and the accountant."""
+    def split(self, idx: torch.Tensor, n_real: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """A draw over real + instrument rows → (real example indices, the instrument's indices)."""
 
-    epsilon_target: float
-    delta: float
-    sample_rate: float  # q
-    steps: int  # T
-    steps_per_epoch: int
-    noise_multiplier: float  # σ (0 for non-private)
-    max_grad_norm: float  # C
-    accountant: str
-    accountant_note: str = ""
-    epsilon_planned: float = math.inf  # ε of the whole run at the planned (σ, q, T) by ``accountant``
-    # sampling and noise from the OS's CSPRNG (not reproducible) instead of the seeded streams
-    secure_rng: bool = False
+    def append_rows(self, params: list[nn.Parameter], drawn: torch.Tensor) -> None:
+        """Append the drawn rows' per-sample gradients to every parameter's, before clipping."""
 
-    @property
-    def private(self) -> bool:
-        return is_private(self.epsilon_target)
+    def observe(self, optimizer: torch.optim.Optimizer) -> None:
+        """Read the step's noisy update (after the DP optimiser's step)."""
 
-    @property
-    def attacker_view(self) -> AttackerView:
-        """What every attacker of this benchmark knows of the training (the one place that says so)."""
-        if not self.private:
-            return AttackerView(0.0, math.inf, self.sample_rate, self.steps)
-        return AttackerView(self.noise_multiplier, self.max_grad_norm, self.sample_rate, self.steps)
-
-    def to_record(self) -> dict:
-        return asdict(self)
-
-
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    return max(1, round(n_train / batch_size))
-
-
-def make_recipe(privacy_cfg, train_cfg, n_train: int) -> DPRecipe:
-    """Solve σ for the configured budget; for ε = ∞ the recipe records q and T only."""
-    hp = effective_train(train_cfg, privacy_cfg.epsilon, privacy_cfg.get("reference"))
-    epochs = hp["epochs"]
-    k = steps_per_epoch(n_train, hp["batch_size"])
-    q = 1.0 / k
-    steps = epochs * k
-    secure = bool(privacy_cfg.get("secure_rng", False))
-    if not is_private(privacy_cfg.epsilon):
-        return DPRecipe(
-            epsilon_target=math.inf, delta=privacy_cfg.delta, sample_rate=q, steps=steps, steps_per_epoch=k,
-            noise_multiplier=0.0, max_grad_norm=math.inf, accountant="none", secure_rng=secure,
-        )
-    sol: NoiseSolution = solve_noise_multiplier(
-        epsilon=privacy_cfg.epsilon, delta=privacy_cfg.delta, sample_rate=q, steps=steps, accountant=privacy_cfg.accountant
-    )
-    return DPRecipe(
-        epsilon_target=float(privacy_cfg.epsilon), delta=float(privacy_cfg.delta), sample_rate=q, steps=steps,
-        steps_per_epoch=k, noise_multiplier=sol.sigma, max_grad_norm=float(privacy_cfg.max_grad_norm),
-        accountant=sol.accountant, accountant_note=sol.note, epsilon_planned=sol.epsilon, secure_rng=secure,
-    )
-
-
-def effective_train(train_cfg, epsilon: float, reference: str | None) -> dict:
-    """The training hyper-parameters for this budget.
-
-    DP runs and the ``same_recipe`` reference (ε = ∞ trained with the DP recipe, no clipping and no
-    noise) use ``train.*``; the ``tuned`` reference applies ``train.nonprivate`` on top. ``reference``
-    is the run's ``privacy.reference`` (None for a DP run).
-    """
-    values = {key: train_cfg[key] for key in HYPERPARAMETERS}
-    values["augmentations"] = list(values["augmentations"])
-    if not is_private(epsilon) and reference == TUNED:
-        for key, value in train_cfg.nonprivate.items():
-            if value is not None:
-                values[key] = value
-    return values
-
-
-def _optimizer(params, hp: dict) -> torch.optim.Optimizer:
-    return OPTIMIZERS[hp["optimizer"]](params, hp)
-
-
-def augment(x: torch.Tensor, names: list[str], generator: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Random views of a batch of images (B, C, H, W) or volumes (B, C, D, H, W): integer shifts
-    of up to ``max_shift`` pixels along every spatial axis (zero fill) and/or left–right flips
-    (of the last axis), drawn independently per image."""
-    n, spatial = len(x), x.shape[2:]
-    if "hflip" in names:
-        flip = torch.rand(n, generator=generator) < 0.5
-        x = torch.where(flip.view(-1, *([1] * (x.ndim - 1))).to(x.device), x.flip(-1), x)
-    if "shift" in names:
-        x = nn.functional.pad(x, (max_shift,) * (2 * len(spatial)))
-        for axis, size in enumerate(spatial, start=2):
-            offset = torch.randint(0, 2 * max_shift + 1, (n,), generator=generator).to(x.device)
-            shape = [n] + [1] * (x.ndim - 1)
-            shape[axis] = size
-            index = (offset.view(n, 1) + torch.arange(size, device=x.device)).view(shape)
-            out_shape = list(x.shape)
-            out_shape[axis] = size
-            x = torch.gather(x, axis, index.expand(out_shape))
-    return x
-
-
-class Augmentation:
-    """Augmentation multiplicity (De et al. 2022): K random views per image.
-
-    Under DP the per-sample gradient of an image is the mean of its K views' gradients, formed
-    *before* clipping, so the sensitivity stays C and the privacy analysis is unchanged; the
-    averaging lowers the gradient's variance for free. K = 0 turns augmentation off.
-    """
-
-    def __init__(self, k: int, names: list[str], generator: torch.Generator):
-        self.k, self.names, self.generator = k, names, generator
-
-    @property
-    def active(self) -> bool:
-        return self.k > 0
-
-    def views(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return augment(x.repeat_interleave(self.k, 0), self.names, self.generator), y.repeat_interleave(self.k, 0)
-
-    def average_grad_samples(self, module: nn.Module) -> None:
-        """Per-view per-sample gradients (B·K, …) → per-image means (B, …), before Opacus clips them."""
-        for p in module.parameters():
-            gs = getattr(p, "grad_sample", None)
-            if gs is None:
-                continue
-            if isinstance(gs, list):  # accumulated over several backward passes: one pass here
-                gs = gs[-1]
-            p.grad_sample = gs.reshape(gs.shape[0] // self.k, self.k, *gs.shape[1:]).mean(1)
+    def observe_plain(self, drawn: torch.Tensor) -> None:
+        """A non-private step: no clipping and no noise; ``drawn`` are the instrument's sampled indices."""
 
 
 @dataclass
@@ -209,78 +87,10 @@ class TrainResult:
     empty_batches: int = 0  # Poisson draws that selected no example (noise was still added)
 
 
-def secure_uniform(n: int) -> torch.Tensor:
-    """``n`` uniforms in [0, 1) from the operating system's CSPRNG (53 random bits each)."""
-    bits = np.frombuffer(os.urandom(8 * n), dtype=np.uint64) >> np.uint64(11)
-    return torch.from_numpy(bits.astype(np.float64) * 2.0**-53)
-
-
-def secure_gaussian(shape: torch.Size, std: float, dtype: torch.dtype, device) -> torch.Tensor:
-    """Gaussian noise N(0, std²) from the operating system's CSPRNG.
-
-    Box–Muller on CSPRNG uniforms, and, as Opacus' secure mode does against floating-point
-    attacks on the noise's low bits (Mironov 2012; Opacus issue 2112.05307), the sum of four
-    draws divided by two, which has the same variance.
-    """
-    n = int(np.prod(shape)) if len(shape) else 1
-    total = torch.zeros(n, dtype=torch.float64)
-    for _ in range(4):
-        u1 = 1.0 - secure_uniform(n)  # (0, 1]: log stays finite
-        u2 = secure_uniform(n)
-        total += torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2.0 * math.pi * u2)
-    return (total * (std / 2.0)).reshape(shape).to(dtype=dtype, device=device)
-
-
-def poisson_draw(n: int, sample_rate: float, generator: torch.Generator | None) -> torch.Tensor:
-    """Indices of the n rows that join one Poisson-sampled step, each with probability q (``None``:
-    uniforms from the operating system, ``privacy.secure_rng``)."""
-    uniform = secure_uniform(n) if generator is None else torch.rand(n, generator=generator)
-    return torch.nonzero(uniform < sample_rate).reshape(-1)
-
-
-class PoissonBatches:
-    """Poisson sampling, as DP-SGD's accountant assumes: at each step every one of the ``n``
-    examples joins the batch independently with probability q. One pass = ``steps`` steps
-    exactly (Opacus' own sampler runs ``int(1/q)`` steps, one fewer than k when 1/k rounds down).
-
-    ``extra`` rows (gradient canaries) are drawn by the same rule at the same q from a generator of
-    their own and appended as indices n, n + 1, …: the real examples' draws are those of a run
-    without them. ``None`` generators draw from the operating system (``privacy.secure_rng``).
-    """
-
-    def __init__(self, n: int, sample_rate: float, steps: int, generator: torch.Generator | None,
-                 extra: int = 0, extra_generator: torch.Generator | None = None):
-        self.n, self.sample_rate, self.steps, self.generator = n, sample_rate, steps, generator
-        self.extra, self.extra_generator = extra, extra_generator
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        for _ in range(self.steps):
-            idx = poisson_draw(self.n, self.sample_rate, self.generator)
-            if self.extra:
-                idx = torch.cat([idx, self.n + poisson_draw(self.extra, self.sample_rate, self.extra_generator)])
-            yield idx
-
-
-class ShuffledBatches:
-    """A non-private epoch: a random permutation cut into ``steps`` batches of near-equal size."""
-
-    def __init__(self, n: int, steps: int, generator: torch.Generator):
-        self.n, self.steps, self.generator = n, steps, generator
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        yield from torch.tensor_split(torch.randperm(self.n, generator=self.generator), self.steps)
-
-
 @dataclass
 class _Engine:
     """One training run's machinery: the module that computes the loss, its optimiser, criterion
-    and batches, the data, and optional gradient canaries (benchmark/canaries.py)."""
+    and batches, the data, and an optional instrument (gradient canaries, benchmark/canaries.py)."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -294,15 +104,15 @@ class _Engine:
     device: torch.device
     private: bool
     ghost: bool = False
-    canaries: GradientCanaries | None = None
-    canary_sampler: torch.Generator | None = None  # non-private runs: the canaries' own Poisson draws
+    instrument: Instrument | None = None
+    instrument_sampler: torch.Generator | None = None  # non-private runs: the instrument's own Poisson draws
     sample_rate: float = 0.0
 
     def step(self, idx: torch.Tensor) -> tuple[float, int]:
         """One optimiser step on the drawn rows; returns (sum of the real examples' losses, their number)."""
-        canary = None
-        if self.canaries is not None and self.private:
-            idx, canary = self.canaries.split(idx, len(self.x))
+        drawn = None
+        if self.instrument is not None and self.private:
+            idx, drawn = self.instrument.split(idx, len(self.x))
         self.optimizer.zero_grad(set_to_none=True)
         loss = 0.0
         if len(idx):
@@ -313,15 +123,15 @@ class _Engine:
                     p.grad = torch.zeros_like(p)
                 else:
                     p.grad_sample = p.new_zeros((0, *p.shape))
-        if canary is not None:
-            self.canaries.append_rows(self.params, canary)
+        if drawn is not None:
+            self.instrument.append_rows(self.params, drawn)
         if self.private or len(idx):
             self.optimizer.step()
-        if canary is not None:
-            self.canaries.observe(self.optimizer)
-        elif self.canaries is not None:  # no DP: the auditor sees exactly which canaries were sampled
-            drawn = poisson_draw(self.canaries.n_rows, self.sample_rate, self.canary_sampler)
-            self.canaries.observe_plain(self.canaries.ids[drawn])
+        if drawn is not None:
+            self.instrument.observe(self.optimizer)
+        elif self.instrument is not None:  # no DP: the auditor sees exactly which rows were sampled
+            rows = poisson_draw(self.instrument.n_rows, self.sample_rate, self.instrument_sampler)
+            self.instrument.observe_plain(self.instrument.ids[rows])
         return loss * len(idx), len(idx)
 
     def _backward(self, idx: torch.Tensor) -> float:
@@ -335,65 +145,55 @@ class _Engine:
 
 
 def _private_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, grad_sample_mode: str, streams: Streams, device,
-                    canaries: GradientCanaries | None) -> _Engine:
+                    instrument: Instrument | None) -> _Engine:
     """Opacus' DP-SGD on ``plain``: per-sample clipping at C, noise σ·C, sum / expected batch size.
 
-    Canaries are extra rows of the Poisson-sampled set; the expected batch size that Opacus divides
-    by stays that of the real examples, int(N·q), as in a run without them.
+    An instrument's rows are extra rows of the Poisson-sampled set; the expected batch size the
+    noisy sum is divided by stays that of the real examples, int(N·q), as in a run without them.
     """
-    from opacus import PrivacyEngine
+    from .noise import make_private
 
     n = len(x)
-    extra = canaries.n_rows if canaries is not None else 0
+    extra = instrument.n_rows if instrument is not None else 0
     seeded = not recipe.secure_rng
     batches = PoissonBatches(n, recipe.sample_rate, recipe.steps_per_epoch, streams.torch("sampling") if seeded else None,
                              extra, streams.torch("canaries") if seeded and extra else None)
-    # Opacus reads q = 1/len(loader) and the expected batch size int(n·q) from the loader; batches
-    # are drawn by ``batches`` above, never by this loader.
-    stand_in = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(n)), batch_sampler=batches)
-    criterion: Callable = nn.CrossEntropyLoss()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # Opacus' reminder that its RNG is not cryptographic
-        engine = PrivacyEngine(accountant="rdp")  # its accountant is unused: ε comes from privacy.py
-        prepared = engine.make_private(
-            module=plain, optimizer=optimizer, data_loader=stand_in, criterion=criterion,
-            noise_multiplier=recipe.noise_multiplier, max_grad_norm=recipe.max_grad_norm,
-            poisson_sampling=False, grad_sample_mode=grad_sample_mode,
-            noise_generator=None if recipe.secure_rng else streams.torch("noise", device),
-        )
-    ghost = grad_sample_mode == "ghost"
-    model, dp_optimizer = prepared[0], prepared[1]
+    # the instrument's block draws its noise from a stream of its own, none from the classifier's
+    own = {id(instrument.weight): streams.torch("canary_noise", device)} if instrument is not None and seeded else {}
+    # int(N·q) with q = 1/k computed as Opacus computes it from a loader of k batches
+    expected_batch_size = int(n * (1 / recipe.steps_per_epoch))
+    parts = make_private(plain, optimizer, nn.CrossEntropyLoss(), grad_sample_mode=grad_sample_mode,
+                         noise_multiplier=recipe.noise_multiplier, max_grad_norm=recipe.max_grad_norm,
+                         expected_batch_size=expected_batch_size, secure_rng=recipe.secure_rng, own_generators=own,
+                         generator=None if recipe.secure_rng else streams.torch("noise", device))
     params = [p for p in plain.parameters() if p.requires_grad]
-    if canaries is not None:
-        canaries.weight.data = canaries.weight.data.to(device)
-        canaries.attach(dp_optimizer.original_optimizer)
-        params = params + [canaries.weight]
-    if recipe.secure_rng or canaries is not None:
-        own = {id(canaries.weight): streams.torch("canary_noise", device)} if canaries is not None and seeded else {}
-        _set_noise(dp_optimizer, secure=recipe.secure_rng, own=own)
-    return _Engine(model, dp_optimizer, prepared[2] if ghost else criterion, batches, x, y, params, aug, plain,
-                   torch.device(device), private=True, ghost=ghost, canaries=canaries)
+    if instrument is not None:
+        instrument.weight.data = instrument.weight.data.to(device)
+        instrument.attach(parts.optimizer.original_optimizer)
+        params = params + [instrument.weight]
+    return _Engine(parts.module, parts.optimizer, parts.criterion, batches, x, y, params, aug, plain, torch.device(device),
+                   private=True, ghost=grad_sample_mode == "ghost", instrument=instrument)
 
 
-def _set_noise(optimizer, *, secure: bool, own: dict[int, torch.Generator]) -> None:
-    """Replace the optimiser's noise step (Opacus' loop, same σ·C): :func:`secure_gaussian` for
-    secure runs (Opacus' secure mode needs torchcsprng), and for the parameters in ``own`` (by id:
-    the canaries' block) a generator of their own, so that they draw nothing from the classifier's
-    noise stream and the classifier's run is the same with or without an audit."""
-    from opacus.optimizers.optimizer import _check_processed_flag, _generate_noise, _mark_as_processed
+def _plain_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, streams: Streams, device,
+                  instrument: Instrument | None) -> _Engine:
+    """A non-private run: shuffled epochs of the mean gradient; an instrument draws its rows from
+    its own stream and observes which were drawn (there is no noise to read them through)."""
+    batches = ShuffledBatches(len(x), recipe.steps_per_epoch, streams.torch("sampling"))
+    return _Engine(plain, optimizer, nn.CrossEntropyLoss(), batches, x, y, [], aug, plain, device, private=False,
+                   instrument=instrument, sample_rate=recipe.sample_rate,
+                   instrument_sampler=streams.torch("canaries") if instrument is not None else None)
 
-    def add_noise(self) -> None:
-        std = self.noise_multiplier * self.max_grad_norm
-        for p in self.params:
-            _check_processed_flag(p.summed_grad)
-            if secure:
-                noise = secure_gaussian(p.summed_grad.shape, std, p.summed_grad.dtype, p.summed_grad.device)
-            else:
-                noise = _generate_noise(std=std, reference=p.summed_grad, generator=own.get(id(p), self.generator))
-            p.grad = (p.summed_grad + noise).view_as(p)
-            _mark_as_processed(p.summed_grad)
 
-    optimizer.add_noise = types.MethodType(add_noise, optimizer)
+def _one_instrument(instruments: Sequence[Instrument]) -> Instrument | None:
+    """The run's instrument, if any: each kind appends its rows after the real examples as one
+    block, and the engine places one block (two would each take the other's rows for their own)."""
+    instruments = list(instruments)
+    if len(instruments) > 1:
+        kinds = ", ".join(type(i).__name__ for i in instruments)
+        raise ValueError(f"train() takes at most one instrument that adds rows to the sampled set; got {len(instruments)} "
+                         f"({kinds}): select one attack that instruments the target's training")
+    return instruments[0] if instruments else None
 
 
 def train(
@@ -409,7 +209,7 @@ def train(
     progress: Callable | None = None,
     n_checkpoints: int = 0,
     features: torch.Tensor | None = None,
-    canaries: GradientCanaries | None = None,
+    instruments: Sequence[Instrument] = (),
 ) -> TrainResult:
     """Train ``model`` on (x, y) with ``recipe``; ``hp`` are the settings of ``effective_train``.
 
@@ -421,11 +221,12 @@ def train(
     the initial state on (the model states an informed adversary knows, attacks/prior_aware.py).
     ``hp["ema_decay"]`` returns an exponential moving average of the weights (post-processing, free
     under DP). A model with fixed ``frozen_features`` trains only its head, on features of ``x``
-    computed once (pass ``features`` when already known). ``canaries`` join the run as gradient
-    canaries and record what the auditor observes (benchmark/canaries.py).
+    computed once (pass ``features`` when already known). ``instruments`` join the run and record
+    what the auditor observes (:class:`Instrument`; at most one today).
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+    instrument = _one_instrument(instruments)
     device = torch.device(device)
     full = model.to(device)
     frozen, plain = split_frozen(full)
@@ -433,36 +234,19 @@ def train(
         x = features if features is not None else compute_features(frozen, x, device)
     plain.train()
     aug = Augmentation(int(hp.get("augmult") or 0), list(hp.get("augmentations") or []), streams.torch("augmentation"))
+    # the average starts from the plain module, before Opacus wraps it
     ema = AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(float(hp["ema_decay"]))) if hp.get("ema_decay") else None
-    optimizer = _optimizer(plain.parameters(), hp)
+    optimizer = make_optimizer(plain.parameters(), hp)
     if recipe.private:
-        run = _private_engine(plain, optimizer, x, y, aug, recipe, grad_sample_mode, streams, device, canaries)
+        run = _private_engine(plain, optimizer, x, y, aug, recipe, grad_sample_mode, streams, device, instrument)
     else:
-        run = _Engine(plain, optimizer, nn.CrossEntropyLoss(), ShuffledBatches(len(x), recipe.steps_per_epoch, streams.torch("sampling")),
-                      x, y, [], aug, plain, device, private=False, canaries=canaries, sample_rate=recipe.sample_rate,
-                      canary_sampler=streams.torch("canaries") if canaries is not None else None)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=recipe.steps) if hp["lr_schedule"] == "cosine" else None
-    at = set(np.linspace(0, recipe.steps, n_checkpoints, endpoint=False).round().astype(int)) if n_checkpoints else set()
-    log = _Log(full, at)
-    with warnings.catch_warnings():
-        # torch's note that the first layer's input needs no gradient does not apply here
-        warnings.filterwarnings("ignore", message="Full backward hook is firing")
-        for epoch in range(recipe.steps // recipe.steps_per_epoch):
-            for idx in run.batches:
-                log.before_step()
-                log.after_step(*run.step(idx), drawn=len(idx))
-                if scheduler is not None:
-                    scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(plain)
-            log.end_epoch(epoch, recipe.steps // recipe.steps_per_epoch, progress)
-    if log.steps != recipe.steps:
-        raise RuntimeError(f"training took {log.steps} steps but the recipe (and its accounting) has T = {recipe.steps}")
+        run = _plain_engine(plain, optimizer, x, y, aug, recipe, streams, device, instrument)
+    log = _Log(full, _checkpoint_steps(recipe.steps, n_checkpoints))
+    _run_steps(run, recipe, hp, log, ema, progress)
     spent = math.inf
     if recipe.private:
         spent = epsilon_spent(recipe.noise_multiplier, recipe.sample_rate, log.steps, recipe.delta, recipe.accountant)
-        if hasattr(run.model, "_close"):
-            run.model._close()  # remove Opacus hooks so the plain module can be reused
+        run.model.cleanup()  # Opacus' hooks and per-sample attributes removed: the plain module is reusable
     if ema is not None:
         if frozen is not None:
             full.head = ema.module
@@ -470,6 +254,31 @@ def train(
             full = ema.module
     full.eval()
     return log.result(full, recipe, spent)
+
+
+def _checkpoint_steps(steps: int, n_checkpoints: int) -> set:
+    """The ``n_checkpoints`` steps, evenly spaced from step 0, before which the weights are kept."""
+    return set(np.linspace(0, steps, n_checkpoints, endpoint=False).round().astype(int)) if n_checkpoints else set()
+
+
+def _run_steps(run: _Engine, recipe: DPRecipe, hp: dict, log: _Log, ema, progress: Callable | None) -> None:
+    """The recipe's epochs of ``run``'s batches, with the learning-rate schedule and weight average."""
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(run.optimizer, T_max=recipe.steps) if hp["lr_schedule"] == "cosine" else None
+    epochs = recipe.steps // recipe.steps_per_epoch
+    with warnings.catch_warnings():
+        # torch's note that the first layer's input needs no gradient does not apply here
+        warnings.filterwarnings("ignore", message="Full backward hook is firing")
+        for epoch in range(epochs):
+            for idx in run.batches:
+                log.before_step()
+                log.after_step(*run.step(idx), drawn=len(idx))
+                if scheduler is not None:
+                    scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(run.plain)
+            log.end_epoch(epoch, epochs, progress)
+    if log.steps != recipe.steps:
+        raise RuntimeError(f"training took {log.steps} steps but the recipe (and its accounting) has T = {recipe.steps}")
 
 
 class _Log:

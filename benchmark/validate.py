@@ -89,10 +89,15 @@ def check_device(name: str, *, jobs_run_here: bool = True) -> None:
 
 def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     """Checks that need no data (``jobs_run_here``: the launcher runs the jobs on this machine)."""
-    from .models import MODELS, check_options, grad_sample_mode
-    from .privacy import ACCOUNTANTS
-    from .progress import MODES
+    _validate_dataset(cfg)
+    _validate_privacy(cfg)
+    _validate_model(cfg)
+    _validate_train(cfg)
+    _validate_run(cfg, jobs_run_here)
+    _validate_attacks(cfg)
 
+
+def _validate_dataset(cfg) -> None:
     if cfg.dataset.name == "medmnist":
         raise ConfigError("dataset=medmnist needs the subset: add dataset.name=<subset>, e.g. dataset.name=dermamnist")
     if cfg.dataset.name == "imagefolder" and not str(cfg.dataset.root).strip():
@@ -106,6 +111,11 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     for key in ("label_noise", "rare_fraction"):
         if not 0 <= _number(cfg.dataset[key], f"dataset.{key}") < 1:
             raise ConfigError(f"dataset.{key}={cfg.dataset[key]!r} is not valid; use a share in [0, 1), e.g. 0.03")
+
+
+def _validate_privacy(cfg) -> None:
+    from .privacy import ACCOUNTANTS
+
     eps = _number(cfg.privacy.epsilon, "privacy.epsilon")
     if not eps > 0:
         raise ConfigError(f"privacy.epsilon={cfg.privacy.epsilon!r} is not valid; use a positive number, or inf for non-private")
@@ -128,6 +138,10 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     if cfg.privacy.accountant not in ACCOUNTANTS:
         raise ConfigError(f"privacy.accountant={cfg.privacy.accountant!r} is not valid; choose one of {', '.join(ACCOUNTANTS)}")
 
+
+def _validate_model(cfg) -> None:
+    from .models import MODELS, check_options, grad_sample_mode
+
     if cfg.model.name not in MODELS:
         raise ConfigError(f"model={cfg.model.name!r} is not valid; choose one of {', '.join(sorted(MODELS))}")
     grad_sample_mode(cfg.model)
@@ -135,8 +149,11 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     _positive(cfg.model.norm_groups, "model.norm_groups", integer=True)
     check_options(cfg.model)
 
-    _validate_train(cfg)
 
+def _validate_run(cfg, jobs_run_here: bool) -> None:
+    """The run's own settings: report, names and places, seed, device, tracking, progress, workers."""
+    from . import tracking
+    from .progress import MODES
     from .report import report_options
 
     report_options(cfg.get("report"))
@@ -146,8 +163,6 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ConfigError(f"seed={seed!r} is not valid; use a whole number in [0, 2^63)")
     check_device(cfg.device, jobs_run_here=jobs_run_here)
-    from . import tracking
-
     tracking.check(cfg)
     if cfg.progress not in MODES:
         raise ConfigError(f"progress={cfg.progress!r} is not valid; choose one of {', '.join(MODES)}")
@@ -156,7 +171,6 @@ def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     workers = cfg.shadow_workers
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"shadow_workers={workers!r} is not valid; use 0 (one per CPU core) or a positive whole number")
-    _validate_attacks(cfg)
 
 
 def _validate_train(cfg) -> None:
@@ -205,14 +219,7 @@ def _validate_train(cfg) -> None:
 def _validate_attacks(cfg) -> None:
     """Each selected attack's settings (its schema's declared constraints and rules), then the
     rules its registry entry states about other settings (e.g. enough pool models)."""
-    from .shadow import QUERIES
-
-    selected = registry.selected(cfg)
-    if any(registry.ATTACKS[name].family == "membership" for name in selected):
-        queries = list(cfg.membership.queries)
-        if not queries or any(q not in QUERIES for q in queries):
-            raise ConfigError(f"membership.queries={queries} is not valid; choose a non-empty list from {', '.join(QUERIES)}")
-    for name in selected:
+    for name in registry.selected(cfg):
         registry.ATTACKS[name].check(registry.settings_of(cfg, name), cfg)
 
 

@@ -128,11 +128,6 @@ def to_float_images(images: np.ndarray, *, what: str, spatial_dims: int = 2) -> 
     return np.ascontiguousarray(out)
 
 
-def spatial_dims_of(images: np.ndarray) -> int:
-    """2 for images (N, C, H, W), 3 for volumes (N, C, D, H, W)."""
-    return images.ndim - 2
-
-
 def to_labels(labels: np.ndarray, n_images: int, n_classes: int, *, what: str) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim == 2 and labels.shape[1] == 1:

@@ -109,22 +109,17 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool = False) -> ImageDataset:
+    """The MedMNIST subset ``name`` at ``size`` from ``<root>/<name>[_<size>].npz`` (see the module docstring).
+
+    Its train, validation and test splits as the file holds them; the classes are named from the
+    medmnist package's metadata, from ``_FALLBACK_INFO`` without the package, else "class i".
+    """
     name = name.lower()
     dims = 3 if is_volume_subset(name) else 2
-    known = _known_subsets()
-    if known is not None and name not in known:
-        raise DataError(f"dataset.name={name!r} is not a MedMNIST subset; valid subsets: {', '.join(known)}")
-    if size not in SIZES[dims]:
-        kind = "3D subsets (volumes)" if dims == 3 else "2D subsets"
-        raise DataError(f"dataset.size={size} is not a MedMNIST size for {kind}; valid: {', '.join(map(str, SIZES[dims]))}")
+    _check_subset(name, size, dims)
     path = medmnist_path(root, name, size)
     if not path.exists():
-        if not download:
-            raise DataError(
-                f"{path} not found: put the MedMNIST file there (https://zenodo.org/records/10519652), "
-                "or set dataset.download=true with network access and the 'medmnist' package"
-            )
-        _download(name, Path(root), size)
+        _fetch_missing(path, name, root, size, download)
     arrays = read_npz(path)
     meta = _medmnist_info(name) or {}
     task = meta.get("task", "multi-class")
@@ -133,14 +128,7 @@ def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool
             f"{name}: task {task!r} is not supported; medprivbench trains single-label classifiers "
             f"({', '.join(sorted(_SUPPORTED_TASKS))})"
         )
-    sample = arrays["train_images"]
-    if dims == 2 and sample.ndim == 4 and sample.shape[-1] not in (1, 3):
-        raise DataError(
-            f"{path}: images of shape {sample.shape[1:]} are 3D volumes, but {name!r} names a 2D subset; "
-            "3D MedMNIST subsets are named …3d"
-        )
-    if dims == 3 and sample.ndim != 4:
-        raise DataError(f"{path}: {name!r} names a 3D subset but its images have shape {sample.shape[1:]}; expected (D, H, W)")
+    _check_dimensions(path, name, dims, arrays["train_images"])
     n_from_labels = int(max(np.max(arrays[f"{s}_labels"]) for s in ("train", "val", "test"))) + 1
     label_names = meta.get("label") or {str(i): f"class {i}" for i in range(n_from_labels)}
     class_names = tuple(label_names[str(i)] for i in range(len(label_names)))
@@ -169,3 +157,34 @@ def load_medmnist(*, name: str, root: str | Path, size: int = 28, download: bool
         val_x=splits["val"][0], val_y=splits["val"][1],
         info=info,
     )
+
+
+def _check_subset(name: str, size: int, dims: int) -> None:
+    """``name`` is a subset the medmnist package knows (when it is installed), ``size`` one of its sizes."""
+    known = _known_subsets()
+    if known is not None and name not in known:
+        raise DataError(f"dataset.name={name!r} is not a MedMNIST subset; valid subsets: {', '.join(known)}")
+    if size not in SIZES[dims]:
+        kind = "3D subsets (volumes)" if dims == 3 else "2D subsets"
+        raise DataError(f"dataset.size={size} is not a MedMNIST size for {kind}; valid: {', '.join(map(str, SIZES[dims]))}")
+
+
+def _fetch_missing(path: Path, name: str, root: str | Path, size: int, download: bool) -> None:
+    """Download the missing file ``path`` when allowed, else say where to put it."""
+    if not download:
+        raise DataError(
+            f"{path} not found: put the MedMNIST file there (https://zenodo.org/records/10519652), "
+            "or set dataset.download=true with network access and the 'medmnist' package"
+        )
+    _download(name, Path(root), size)
+
+
+def _check_dimensions(path: Path, name: str, dims: int, sample: np.ndarray) -> None:
+    """The file's images are 2D or 3D as the subset's name says (3D subsets are named …3d)."""
+    if dims == 2 and sample.ndim == 4 and sample.shape[-1] not in (1, 3):
+        raise DataError(
+            f"{path}: images of shape {sample.shape[1:]} are 3D volumes, but {name!r} names a 2D subset; "
+            "3D MedMNIST subsets are named …3d"
+        )
+    if dims == 3 and sample.ndim != 4:
+        raise DataError(f"{path}: {name!r} names a 3D subset but its images have shape {sample.shape[1:]}; expected (D, H, W)")

@@ -54,3 +54,17 @@ def run_cli(args: list[str], *, cwd: Path | None = None, timeout: int = 600, pro
     code = f"import sys; from {mod} import {fn} as f; sys.argv[0] = {program!r}; r = f(); sys.exit(r if isinstance(r, int) else 0)"
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "HYDRA_FULL_ERROR": "0", **(env or {})}
     return subprocess.run([sys.executable, "-c", code, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def record_train_calls(monkeypatch, module) -> list[dict]:
+    """Every call of ``module.train`` from now on: its inputs and the trained model (training itself unchanged)."""
+    calls = []
+    real_train = module.train
+
+    def recording(model, x, y, **kwargs):
+        result = real_train(model, x, y, **kwargs)
+        calls.append({"x": x.clone(), "y": y.clone(), "result": result, **kwargs})
+        return result
+
+    monkeypatch.setattr(module, "train", recording)
+    return calls

@@ -11,8 +11,9 @@ import pandas as pd
 from .. import store
 from ..errors import ConfigError
 from .document import Document
-from .records import load_sweeps, membership_frame, reconstruction_frame, run_frame
-from .sections import SECTIONS, Context
+from ..families import ordered
+from .records import load_sweeps, run_frame
+from .sections import Context, sections
 from .verdicts import evidence_by_point
 
 log = logging.getLogger("medprivbench")
@@ -45,6 +46,16 @@ def _clear_previous_figures(fig_dir: Path) -> None:
     listing.unlink()
 
 
+def family_frames(sweeps) -> dict[str, pd.DataFrame]:
+    """Each family's frame over all sweeps (its rows of every sweep), by family key."""
+    frames = {}
+    for family in ordered():
+        parts = [f for f in (family.frame(s) for s in sweeps) if f is not None]
+        if parts:
+            frames[family.key] = pd.concat(parts, ignore_index=True)
+    return frames
+
+
 def build_report(folders: list[Path], out_dir: Path | None = None, show_reconstructions: bool = False) -> list[Path]:
     """Write report.html and report.md for one sweep folder (in place) or several (a comparison).
 
@@ -61,11 +72,10 @@ def build_report(folders: list[Path], out_dir: Path | None = None, show_reconstr
     ctx = Context(
         sweeps=sweeps, doc=doc, show_reconstructions=bool(show_reconstructions),
         runs={s.label: run_frame(s) for s in sweeps},
-        membership=pd.concat([membership_frame(s) for s in sweeps], ignore_index=True),
-        reconstruction=pd.concat([reconstruction_frame(s) for s in sweeps], ignore_index=True),
+        frames=family_frames(sweeps),
         evidence={s.label: evidence_by_point(s) for s in sweeps},
     )
-    for section in SECTIONS:
+    for section in sections():
         section(ctx)
     if doc.figures:
         store.atomic_write_text(doc.fig_dir / FIGURE_LIST, "\n".join(p.name for p in doc.figures) + "\n")

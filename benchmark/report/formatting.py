@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import math
-import re
 
-import numpy as np
 import pandas as pd
 
-from .. import store
+from ..numbers import fmt, fmt_ci, fmt_percent, format_epsilon  # noqa: F401  (the one formatter, re-exported)
 
 
 def epsilon_label(eps: float) -> str:
-    return "∞ (non-private)" if math.isinf(eps) else store.format_epsilon(eps)
-
-
-def fmt(value, digits: int = 3) -> str:
-    """A number for a table or sentence: 3 decimals, or 3 significant digits when very large/small."""
-    if value is None or (isinstance(value, (float, np.floating)) and math.isnan(value)):
-        return "–"
-    if isinstance(value, (bool, np.bool_)):
-        return "yes" if value else "no"
-    if isinstance(value, (int, np.integer)):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, (float, np.floating)):
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        if value != 0 and (abs(value) >= 1e4 or abs(value) < 1e-3):
-            return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], f"{value:.3g}")
-        return f"{value:.{digits}f}"
-    return str(value)
+    return "∞ (non-private)" if math.isinf(eps) else format_epsilon(eps)
 
 
 def fmt_signed(value: float) -> str:
     return "–" if math.isnan(value) else ("+" if value >= 0 else "−") + fmt(abs(value))
-
-
-def fmt_ci(value: float, lo: float, hi: float) -> str:
-    return f"{fmt(value)} [{fmt(lo)}, {fmt(hi)}]"
-
-
-def fmt_percent(level: float) -> str:
-    return f"{100 * level:g}%"
 
 
 def join(values) -> str:

@@ -2,8 +2,8 @@
 
 One :class:`MetaField` per row. A field read from each run is shown once where every run agrees,
 else grouped by budget; a field of the whole sweep (seeds, run time) is computed from all its runs.
-Attacks with a setting of their own get one row each, named by their registry label
-(:data:`ATTACK_SETTINGS`, per family).
+Attacks with a setting of their own get one row each, named by their registry label, in the words
+of their family (``Family.setting``, benchmark/families).
 """
 
 from __future__ import annotations
@@ -113,29 +113,14 @@ SWEEP_FIELDS: tuple[MetaField, ...] = (
     MetaField("completed", per_sweep=_completed),
     MetaField("results folder", per_sweep=lambda s: str(s.folder)),
 )
-# An attack's own setting as recorded with its result, per family (membership attacks share the
-# protocol row above; a prior-aware attack's candidates and trials are in its table).
-def _audit_setting(a: dict) -> str:
-    """'m <kind> canaries, k₊ + k₋ guesses', each part where the audit records it at its top level."""
-    canaries = f"{a['m']} {a['canary']} canaries" if "canary" in a else f"{a['m']} canaries"
-    return canaries + (f", {a['k_plus']} + {a['k_minus']} guesses" if "k_plus" in a and "k_minus" in a else "")
-
-
-ATTACK_SETTINGS: dict[str, Callable[[dict], str]] = {
-    "audit": _audit_setting,
-    "reconstruction": lambda a: f"model state {a['model_state']}, batch size {a['batch_size']}, {a['n_images']} images",
-}
-
-
-def _attack_setting(spec: registry.AttackSpec) -> MetaField:
+def _attack_setting(spec: registry.Attack) -> MetaField:
     def read(r: Run) -> str | None:
-        result = r.results(spec.family).get(spec.name)
-        return ATTACK_SETTINGS[spec.family](result) if result else None
+        result = r.attacks.get(spec.name)
+        return spec.family.setting(result) if result is not None else None
 
     return MetaField(spec.label, read)
 
 
 def metadata_fields() -> tuple[MetaField, ...]:
     """The rows of the metadata table: the run's recipe, each registered attack's setting, the sweep's facts."""
-    attacks = tuple(_attack_setting(spec) for spec in registry.load().values() if spec.family in ATTACK_SETTINGS)
-    return RUN_FIELDS + attacks + SWEEP_FIELDS
+    return RUN_FIELDS + tuple(_attack_setting(spec) for spec in registry.load().values()) + SWEEP_FIELDS

@@ -2,14 +2,14 @@
 
 A run record (schema 3, benchmark/experiment.py) holds each attack's result under
 ``record["attacks"][name]``, ``name`` a registry name (benchmark/registry.py), and the sweep
-table's row under ``record["summary"]`` (benchmark/record.py computes it once, and ``table.csv``
-holds it). The report groups attacks by their registry ``family`` and reads numbers from the
-summary wherever it has them:
+table's row under ``record["summary"]`` (benchmark/summary.py computes it once, and ``table.csv``
+holds it). A :class:`Run` gives its attacks' results typed (their family's result classes,
+benchmark/families), grouped by family; the report reads numbers from the summary wherever it
+has them:
 
 * :func:`run_frame`: one row per run, the summary's own columns under their own names;
-* :func:`membership_frame`, :func:`reconstruction_frame`: one row per run and attack (membership:
-  per variant, e.g. LiRA online and offline) with what the summary does not hold (intervals,
-  ROC curves, shares per criterion, the attack's setting);
+* each family's ``frame``: one row per run and attack with what the summary does not hold
+  (intervals, ROC curves, shares per criterion, the attack's setting);
 * :func:`sample_risk` and :func:`class_frame`: per-image and per-class membership risk from the
   per-sample scores a run saved.
 """
@@ -31,19 +31,15 @@ from .. import registry, store
 from ..chance import threat_columns
 from ..config import REFERENCES, SAME_RECIPE
 from ..errors import ConfigError
-from ..record import BOUND_SUFFIX
+from ..families import AttackResult, ordered
+from ..numbers import format_epsilon
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SCORES_FILE = "membership_scores.parquet"  # per-sample membership scores (benchmark/membership_run.py)
 # The summary columns the headline table, the sentences and the ε figures read; NaN in the run
-# frame where no run has them (a sweep without that attack). Each audit's column is found by
-# :func:`audit_column`.
-SUMMARY_COLUMNS = (
-    "epsilon_spent", "sigma", "test_accuracy", "test_auroc",
-    "mia_best_auc", "mia_best_tpr_at_0.1%fpr", "mia_best_epsilon_lb", "mia_best_epsilon_ceiling",
-    "recon_best_rero", "rero_bound_train", "rero_bound_prior", "rero_bound_step",
-    "prior_aware_success", "prior_aware_chance", "epsilon_lb_max",
-)
+# frame where no run has them (a sweep without that attack); each family adds its own
+# (``Family.summary_columns``).
+SUMMARY_COLUMNS = ("epsilon_spent", "sigma", "test_accuracy", "test_auroc", "epsilon_lb_max")
 
 
 class Point(NamedTuple):
@@ -61,7 +57,7 @@ class Point(NamedTuple):
     def label(self) -> str:
         """'8', '∞ (non-private)' for an unlabelled ε = ∞ run, '∞ (same recipe)', '∞ (tuned recipe)'."""
         if not self.reference:
-            return "∞ (non-private)" if math.isinf(self.epsilon) else store.format_epsilon(self.epsilon)
+            return "∞ (non-private)" if math.isinf(self.epsilon) else format_epsilon(self.epsilon)
         return f"∞ ({reference_label(self.reference)})"
 
 
@@ -100,26 +96,6 @@ def baseline_only(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
-def specs(family: str) -> list[registry.AttackSpec]:
-    """The registered attacks of one family, in registry order."""
-    return [spec for spec in registry.load().values() if spec.family == family]
-
-
-def audit_column(name: str, columns) -> str:
-    """The summary column of an audit-family attack's ε lower bound, among ``columns`` (a run frame's).
-
-    ``<name>_best_epsilon_lb`` where the attack computes several bounds and records the largest
-    (the white-box audit), else ``<name>_epsilon_lb`` (the one-run audit's ``audit_epsilon_lb``).
-    """
-    best = f"{name}_best{BOUND_SUFFIX}"
-    return best if best in columns else f"{name}{BOUND_SUFFIX}"
-
-
-def variant_keys(name: str, result: dict) -> list[str]:
-    """The keys under which an attack's results are labelled: a membership attack's variants, else its name."""
-    return list(result["variants"]) if registry.ATTACKS[name].family == "membership" else [name]
-
-
 # ============================================================================= records
 @dataclass(frozen=True)
 class Run:
@@ -151,22 +127,17 @@ class Run:
         return Point(self.epsilon, self.reference)
 
     @property
-    def attacks(self) -> dict:
-        """Every attack's result, by registry name, in registry order."""
-        found = self.record.get("attacks") or {}
-        return {name: found[name] for name in registry.load() if name in found}
+    def attacks(self) -> dict[str, AttackResult]:
+        """Every attack's typed result, by registry name, in run order (read from the record each time)."""
+        return registry.read_results(self.record.get("attacks") or {})
 
-    def results(self, family: str) -> dict[str, dict]:
-        """The results of one attack family (benchmark/registry.py), by attack name, in registry order."""
-        return {name: result for name, result in self.attacks.items() if registry.ATTACKS[name].family == family}
+    def results(self, family: str) -> dict[str, AttackResult]:
+        """The results of one attack family (its key, benchmark/families), by attack name, in run order."""
+        return {name: result for name, result in self.attacks.items() if registry.ATTACKS[name].family.key == family}
 
     def protocol(self, name: str) -> dict:
         """What a protocol shared by several attacks recorded (``membership``: the pool of models), or {}."""
         return (self.record.get("protocols") or {}).get(name) or {}
-
-    def membership_variants(self) -> dict[str, dict]:
-        """Every membership variant's metrics, by variant key (e.g. lira_online)."""
-        return {key: m for result in self.results("membership").values() for key, m in result["variants"].items()}
 
     @property
     def completed_at(self) -> float | None:
@@ -212,10 +183,10 @@ class Sweep:
         """Whether any attack ran in the sweep (a sweep with attack=[] measures utility only)."""
         return any(r.attacks for r in self.runs)
 
-    def attacks_of(self, family: str) -> list[registry.AttackSpec]:
-        """The attacks of one family that ran in some run of the sweep, in registry order."""
+    def attacks_of(self, family: str) -> list[registry.Attack]:
+        """The attacks of one family (its key) that ran in some run of the sweep, in run order."""
         ran = {name for r in self.runs for name in r.results(family)}
-        return [spec for spec in specs(family) if spec.name in ran]
+        return [spec for name, spec in registry.load().items() if name in ran]
 
 
 def load_sweeps(folders: list[Path]) -> list[Sweep]:
@@ -283,49 +254,8 @@ def run_frame(sweep: Sweep) -> pd.DataFrame:
     """
     frame = pd.DataFrame([{**_numbers(r.summary), **_verdicts(r), "sweep": sweep.label, "epsilon": r.epsilon,
                            "reference": r.reference, "seed": r.seed} for r in sweep.runs])
-    return frame.reindex(columns=[*frame.columns, *(c for c in SUMMARY_COLUMNS if c not in frame)])
-
-
-def membership_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per (run, membership variant), with its CIs and ROC curve."""
-    rows = []
-    for r in sweep.runs:
-        for key, m in r.membership_variants().items():
-            rows.append({
-                "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
-                "seed": r.seed, "key": key, "attack": registry.label(key),
-                "auc": m["auc"], "auc_lo": m["auc_ci"][0], "auc_hi": m["auc_ci"][1],
-                "fpr_levels": m["fpr_levels"], "tpr_at_fpr": m["tpr_at_fpr"], "tpr_at_fpr_ci": m["tpr_at_fpr_ci"],
-                "fpr_low": m["fpr_levels"][0], "tpr_low": m["tpr_at_fpr"][0],
-                "epsilon_lb": m["empirical_epsilon"]["epsilon_lb"],
-                "epsilon_ceiling": m["empirical_epsilon"].get("epsilon_ceiling", math.nan),
-                "confidence": m.get("confidence", 0.95),
-                "fpr": m["roc_curve"]["fpr"], "tpr": m["roc_curve"]["tpr"],
-                "delta": float(r.summary["delta"]), "epsilon_spent": float(r.summary["epsilon_spent"]),
-            })
-    return pd.DataFrame(rows)
-
-
-def reconstruction_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per (run, reconstruction attack): its scores, its setting and the run's σ and clip norm C.
-
-    ``rero_best`` is ReRo@η by PSNR, the criterion of the summary's ``recon_best_rero``. σ and C are
-    the summary's ``sigma`` and ``max_grad_norm`` (the record's privacy: 0 and ∞ without DP), the
-    noise and clipping of the client update each attack inverts.
-    """
-    rows = []
-    for r in sweep.runs:
-        for key, a in r.results("reconstruction").items():
-            rero = a.get("rero") or {}
-            rows.append({
-                "sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
-                "seed": r.seed, "key": key, "attack": registry.label(key),
-                "rero_best": float(rero["psnr"]) if "psnr" in rero else math.nan, "shares": rero, "eta": a.get("eta") or {},
-                **{m: a.get(m, math.nan) for m in ("psnr_mean", "psnr_max", "ssim_mean", "ssim_max", "mse_mean", "ncc_mean")},
-                "model_state": a.get("model_state"), "batch_size": a.get("batch_size"), "n_images": a.get("n_images"),
-                "sigma": float(r.summary["sigma"]), "max_grad_norm": float(r.summary["max_grad_norm"]),
-            })
-    return pd.DataFrame(rows)
+    wanted = dict.fromkeys([*SUMMARY_COLUMNS, *(c for family in ordered() for c in family.summary_columns)])
+    return frame.reindex(columns=[*frame.columns, *(c for c in wanted if c not in frame)])
 
 
 def strongest_attack(attacks: pd.DataFrame) -> str | None:

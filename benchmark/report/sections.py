@@ -1,36 +1,35 @@
-"""The report's sections, in order (:data:`SECTIONS`): each writes its headings, text, tables and figures.
+"""The report's sections, in order (:func:`sections`): each writes its headings, text, tables and figures.
 
-A section reads the shared :class:`Context` (the sweeps and the frames built once from their
-records) and writes into its :class:`~.document.Document`; it computes nothing that records.py,
-verdicts.py or tables.py already does.
+The sections that compare budgets (verdicts, summary, headline, utility) come first; then each
+attack family's own section (benchmark/families: membership, audits, the informed adversary,
+reconstruction, and any family registered later, by rank); then the sections across families
+(empirical ε, per-class risk, threat models, metadata). A section reads the shared
+:class:`Context` (the sweeps and the frames built once from their records) and writes into its
+:class:`~.document.Document`; it computes nothing that records.py, verdicts.py or tables.py
+already does.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .. import figures, registry, store
+from .. import registry
 from ..config import TUNED
+from ..families import ordered
+from ..families.audit import audit_columns, bound_series
 from ..threats import THREAT_MODELS
-from .audits import bound_series, write_audit_bounds
-from .document import Document, safe_file_part
-from .formatting import epsilon_label, fmt
+from . import figures
+from .document import Document
 from .metadata import metadata_fields
-from .records import (
-    Point, Sweep, audit_column, baseline_only, class_frame, grid_file, point_rows, sample_risk, specs, strongest_attack,
-    variant_keys,
-)
+from .records import Point, Sweep, baseline_only, class_frame, point_rows, sample_risk, strongest_attack
 from .tables import (
-    BOUNDS_CAPTION, TOP_VULNERABLE, attack_table, bounds_table, comparison_table, membership_detail_table,
-    per_class_table, perfect_auc_table, prior_aware_table, reconstruction_attack_table,
-    reconstruction_setting_table, utility_table, verdict_table, vulnerable_table,
+    TOP_VULNERABLE, attack_table, comparison_table, per_class_table, perfect_auc_table, utility_table, verdict_table,
+    vulnerable_table,
 )
 from .verdicts import (
     CHANCE_RULE_TEXT, UNIT_OF_PRIVACY_TEXT, Evidence, consistency_sentences, summary_sentences, threats_run,
@@ -46,8 +45,7 @@ class Context:
     doc: Document
     show_reconstructions: bool
     runs: dict[str, pd.DataFrame]  # records.run_frame per sweep label
-    membership: pd.DataFrame  # records.membership_frame of all sweeps
-    reconstruction: pd.DataFrame  # records.reconstruction_frame of all sweeps
+    frames: dict[str, pd.DataFrame]  # each family's frame of all sweeps, by family key (empty where it has none)
     evidence: dict[str, Evidence]  # verdicts.evidence_by_point per sweep label
 
     @property
@@ -65,6 +63,10 @@ class Context:
     @property
     def all_runs(self) -> pd.DataFrame:
         return pd.concat(self.runs.values(), ignore_index=True)
+
+    def frame(self, family: str) -> pd.DataFrame:
+        """The frame of one family (its key) over all sweeps; empty where the family has none."""
+        return self.frames.get(family, pd.DataFrame())
 
     def part(self, frame: pd.DataFrame, sweep: Sweep) -> pd.DataFrame:
         """The rows of one sweep in a frame of all sweeps (an empty frame stays as it is)."""
@@ -140,42 +142,6 @@ def section_utility(ctx: Context) -> None:
                          "Error bars: standard deviation over seeds.")
 
 
-def section_membership(ctx: Context) -> None:
-    ctx.doc.heading("Membership inference")
-    if ctx.membership.empty:
-        ctx.doc.paragraph("No membership inference attack was recorded in these runs.")
-        write_audit_bounds(ctx)
-        return
-    protocols = {json.dumps({k: r.protocol("membership").get(k) for k in ("num_models", "pool", "queries")}, default=str)
-                 for s in ctx.sweeps for r in s.runs if r.results("membership")}
-    for p in sorted(protocols):
-        proto = json.loads(p)
-        ctx.doc.paragraph(
-            f"Protocol (LiRA evaluation, Carlini et al. 2022): {proto.get('num_models', '–')} models trained with the "
-            f"target's recipe on random halves of the {proto.get('pool', 'sample pool')}; each in turn is the target "
-            f"and the others are its shadow/reference models; queries: {', '.join(map(str, proto.get('queries', [])))}. "
-            "These numbers describe the half-size pool models (same σ, q, T and C as the target, hence the same ε, "
-            "but about half its training images), not the reported target model itself.")
-    ctx.doc.paragraph(
-        "Intervals resample target models and images as crossed clusters (Owen's two-way bootstrap): an atypical "
-        "image is exposed against every model, and one model may overfit more than another, so the M·N scores are "
-        "not independent. RMIA compares each candidate with population images that no model trained on (a held-out "
-        "split), never with the target's own non-members.")
-    ctx.doc.figure(figures.membership(baseline_only(ctx.membership), ctx.fig_path("membership_vs_epsilon.png")),
-                   "Membership attack success against ε: AUC (left, dashed: chance) and TPR at the lowest FPR level "
-                   "(right, symlog axis) with the DP bound TPR ≤ e^ε·FPR + δ evaluated at each ε.")
-    ctx.doc.figure(figures.roc_curves(baseline_only(ctx.membership), ctx.fig_path("roc_curves.png")),
-                   "ROC curves on log-log axes, one panel per budget (every seed drawn), with chance (dashed) and the "
-                   "DP bound TPR ≤ min(1, e^ε·FPR + δ) at the accountant's ε (red; none for ε = ∞).")
-    for sweep in ctx.sweeps:
-        part = ctx.part(ctx.membership, sweep)
-        if len(part):
-            ctx.doc.table(*membership_detail_table(part),
-                          collapsed=f"Every membership attack of every run{f' ({sweep.label})' if ctx.several else ''}: "
-                                    "AUC and TPR with their bootstrap confidence intervals")
-    write_audit_bounds(ctx)
-
-
 EMPIRICAL_EPSILON_TEXT = (
     "What the lower bounds assume. Membership: one pool model is held out as the evaluation target; its images are "
     "the canaries of a one-run audit (Steinke, Nasr & Jagielski 2023), each in its training set independently with "
@@ -199,10 +165,10 @@ def section_empirical(ctx: Context) -> None:
     if runs["epsilon_lb_max"].isna().all():  # the largest of every ε lower bound of a run (benchmark/record.py)
         ctx.doc.paragraph("No empirical ε lower bound was recorded in these runs.")
         return
-    audits = {column: spec.label for spec in specs("audit")
-              for column in [audit_column(spec.name, runs.columns)] if column in runs and runs[column].notna().any()}
+    audits = {column: label for column, label in audit_columns(ctx.sweeps).items()
+              if column in runs and runs[column].notna().any()}
     by_audits = f" and by the {' and the '.join(audits.values())}" if audits else ""
-    with_ceiling = bound_series(runs)  # the audits with a ceiling (the white-box audit)
+    with_ceiling = bound_series(ctx.sweeps)  # the audits with a ceiling (the white-box audit)
     ctx.doc.figure(figures.empirical_epsilon(runs, ctx.fig_path("empirical_vs_accountant_epsilon.png"), audits),
                    "The accountant's ε (black, an upper bound) beside the ε lower bounds, at the stated confidence, "
                    f"given by the membership attacks (best attack){by_audits}. A gap below the accountant's ε means "
@@ -210,7 +176,7 @@ def section_empirical(ctx: Context) -> None:
                    "the worst case: their bounds far below the accountant's ε do not show that the guarantee is loose."
                    + (" The white-box audit's all-iterates score is already the optimal test, so its gap is set by what "
                       "one run with m canaries at level α can show: compare its bound with its ceiling on the idealised "
-                      "mechanism (its table in the membership section), not with the accountant's ε alone."
+                      "mechanism (its table in the white-box audit's section), not with the accountant's ε alone."
                       if with_ceiling else ""))
     ctx.doc.paragraph(EMPIRICAL_EPSILON_TEXT)
     for sweep in ctx.sweeps:
@@ -219,78 +185,11 @@ def section_empirical(ctx: Context) -> None:
             ctx.doc.paragraph(sentence)
 
 
-def reconstruction_tables(ctx: Context, sweep: Sweep) -> list[tuple[str, tuple[list[str], list[list[str]]]]]:
-    """(caption, table) of one sweep: the reconstruction attacks' setting and scores, the prior-aware attacks, the bounds."""
-    recon = ctx.part(ctx.reconstruction, sweep)
-    out = []
-    if len(recon):
-        out.append(("Setting of the reconstruction attacks (each attacks one client update made with the run's noise "
-                    "multiplier σ and clip norm C)", reconstruction_setting_table(recon)))
-        out.append(("Reconstruction attacks (each true image matched to its best reconstruction)",
-                    reconstruction_attack_table(recon)))
-    prior = prior_aware_table(sweep)
-    if prior[1]:
-        out.append(("Prior-aware attack against its bound", prior))
-    bounds = bounds_table(sweep, ctx.runs[sweep.label])
-    if bounds[1]:
-        out.append((BOUNDS_CAPTION, bounds))
-    return out
-
-
-def section_reconstruction(ctx: Context) -> None:
-    ctx.doc.heading("Reconstruction")
-    if not any(r.results("reconstruction") or r.results("prior_aware") or r.record.get("bounds")
-               for s in ctx.sweeps for r in s.runs):
-        ctx.doc.paragraph("No reconstruction attack or bound was recorded in these runs.")
-        return
-    for sweep in ctx.sweeps:
-        ctx.sub(sweep)
-        for caption, table in reconstruction_tables(ctx, sweep):
-            ctx.doc.paragraph(caption + ":")
-            ctx.doc.table(*table)
-    ctx.doc.figure(figures.reconstruction(baseline_only(ctx.all_runs), baseline_only(ctx.reconstruction),
-                                          ctx.fig_path("reconstruction_vs_epsilon.png")),
-                   "Reconstruction success against ε: the share of images each attack reconstructs past η (ReRo@η by "
-                   "the PSNR criterion, the one the tables' 'ReRo@η by PSNR' column holds), the prior-aware attack's success with its chance 1/n, and the "
-                   "ReRo bounds γ computed from each run's σ, q and T (red, black). Points: means over seeds; error bars: "
-                   "standard deviation over seeds (the tables above give each run's confidence interval).")
-    if len(ctx.reconstruction):
-        section_grids(ctx)
-
-
-def section_grids(ctx: Context) -> None:
-    ctx.doc.heading("Reconstructed images", 3)
-    for sweep in ctx.sweeps:
-        if sweep.real_patient_data and not ctx.show_reconstructions:
-            ctx.doc.note(
-                f"Reconstructed images of {sweep.label} withheld: its dataset holds real patient data, and "
-                "reconstructions of it are patient data too. To include them, rebuild the report with "
-                f"medprivbench-report {sweep.folder} --show-reconstructions (or run the sweep with "
-                "report.show_reconstructions=true).")
-            continue
-        shown = 0
-        for eps in sweep.budgets:
-            run = sweep.at(eps)[0]
-            for key, attack in run.results("reconstruction").items():
-                source = grid_file(run, attack)
-                if source is None:
-                    continue
-                name = f"recon_{sweep.label}_eps={store.format_epsilon(eps)}_seed={run.seed}_{key}.png"
-                target = ctx.fig_path(safe_file_part(name))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-                ctx.doc.figure(target, f"{sweep.label}, ε = {epsilon_label(eps)}, seed {run.seed}: {registry.label(key)} "
-                                       f"reconstructions as recorded by the run (PSNR mean {fmt(attack.get('psnr_mean'))} dB).")
-                shown += 1
-        if not shown:
-            ctx.doc.paragraph(f"{sweep.label}: no reconstruction grid was recorded.")
-
-
 def section_risk(ctx: Context) -> None:
     ctx.doc.heading("Per-class risk and the most vulnerable images")
     classes, risks = [], []
     for sweep in ctx.sweeps:
-        key = strongest_attack(ctx.part(ctx.membership, sweep))
+        key = strongest_attack(ctx.part(ctx.frame("membership"), sweep))
         risk = sample_risk(sweep, key) if key else pd.DataFrame()
         classes.append(class_frame(sweep, risk))
         risks.append((sweep, key, risk))
@@ -320,9 +219,9 @@ def section_risk(ctx: Context) -> None:
 def threat_models(sweep: Sweep) -> dict[str, tuple[str, str]]:
     """What each attack of the sweep saw, in plain words, as recorded beside its results (by label),
     with the threat model it is judged under (benchmark/threats.py)."""
-    return {registry.label(key): (THREAT_MODELS[registry.ATTACKS[name].threat].label, result["threat_model"])
+    return {registry.label(key): (THREAT_MODELS[registry.ATTACKS[name].threat].label, result.threat_model)
             for run in sweep.runs for name, result in run.attacks.items()
-            for key in variant_keys(name, result) if result.get("threat_model")}
+            for key in registry.ATTACKS[name].family.variant_keys(name, result) if result.threat_model}
 
 
 def section_threat_models(ctx: Context) -> None:
@@ -345,7 +244,11 @@ def section_metadata(ctx: Context) -> None:
     ctx.doc.table(header, [r for r in rows if any(c != "–" for c in r[1:])])
 
 
-SECTIONS: tuple[Callable[[Context], None], ...] = (
-    section_verdicts, section_summary, section_headline, section_utility, section_membership, section_empirical,
-    section_reconstruction, section_risk, section_threat_models, section_metadata,
-)
+FIRST: tuple[Callable[[Context], None], ...] = (section_verdicts, section_summary, section_headline, section_utility)
+LAST: tuple[Callable[[Context], None], ...] = (section_empirical, section_risk, section_threat_models, section_metadata)
+
+
+def sections() -> list[Callable[[Context], None]]:
+    """Every section in order: the comparisons, each registered family's section (by rank), the rest."""
+    registry.load()
+    return [*FIRST, *(family.section for family in ordered()), *LAST]

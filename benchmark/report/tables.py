@@ -2,24 +2,24 @@
 
 The headline tables (verdicts per threat model, utility, attack numbers) read the sweep table's
 columns (records.run_frame) and never recompute them; one row per point of the sweep (each DP
-budget, then each non-private reference). The attack columns come per family
-(:data:`FAMILY_COLUMNS`), one per attack where a family has several results side by side (the audits). The other tables read the tidy frames of
-records.py or the records themselves for what the summary does not hold (intervals, settings).
+budget, then each non-private reference). The attack columns come from each family
+(``Family.headline_columns``, benchmark/families), one per attack where a family has several
+results side by side (the audits). The families' own tables live with them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from .formatting import cell, epsilon_label, fmt, fmt_ci, fmt_percent, fmt_signed, join
+from ..families import ordered
 from ..threats import NOT_RUN, WORST_CASE, ThreatModel
-from .records import Point, Sweep, audit_column, baseline_reference, point_rows, reference_label, specs
-from .verdicts import lowest_fpr_level, mean_at, point_label, point_verdict, threats_run, tightness_text, worst_case_ran
+from .columns import Column, shown, value
+from .formatting import cell, epsilon_label, fmt, fmt_signed, join
+from .records import Point, Sweep, baseline_reference, point_rows, reference_label
+from .verdicts import mean_at, point_label, point_verdict, threats_run, tightness_text, worst_case_ran
 
 Table = tuple[list[str], list[list[str]]]
 TOP_VULNERABLE = 5
@@ -28,17 +28,6 @@ TOP_VULNERABLE = 5
 # ============================================================================= headline
 # The headline is three tables, each narrow enough for a 1280 px window: the verdict per threat model,
 # utility against the non-private references, and the attacks' numbers beside their bounds.
-@dataclass(frozen=True)
-class Column:
-    header: str
-    render: Callable[[pd.DataFrame, Point, pd.DataFrame], str]  # (runs at the point, the point, all runs) -> cell
-    needs: str | None = None  # the run column that must have a value somewhere, else the column is left out
-
-
-def _value(column: str) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
-    return lambda at, point, runs: cell(at[column]) if column in at else "–"
-
-
 def _change(column: str) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
     def render(at: pd.DataFrame, point: Point, runs: pd.DataFrame) -> str:
         if math.isinf(point.epsilon) and point.reference == baseline_reference(runs):
@@ -47,45 +36,12 @@ def _change(column: str) -> Callable[[pd.DataFrame, Point, pd.DataFrame], str]:
     return render
 
 
-def _membership_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
-    tpr = f"best TPR at {fmt_percent(lowest_fpr_level(sweep))} FPR" if sweep.attacks_of("membership") else "best TPR"
-    return [
-        Column("best membership AUC", _value("mia_best_auc"), "mia_best_auc"),
-        Column(tpr, _value("mia_best_tpr_at_0.1%fpr"), "mia_best_tpr_at_0.1%fpr"),
-        Column("empirical ε lower bound (membership)", _value("mia_best_epsilon_lb"), "mia_best_epsilon_lb"),
-    ]
-
-
-def _audit_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
-    """One column per audit-family attack: its ε lower bound (the largest, where it computes several)."""
-    return [Column(f"ε lower bound ({spec.label})", _value(column), column)
-            for spec in specs("audit") for column in [audit_column(spec.name, runs.columns)]]
-
-
-def _reconstruction_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
-    return [Column("ReRo@η by PSNR (best attack)", _value("recon_best_rero"), "recon_best_rero"),
-            Column("ReRo bound γ, one client step (κ = 1/N)", _value("rero_bound_step"), "rero_bound_step"),
-            Column("ReRo bound γ, whole run (κ = 1/N)", _value("rero_bound_train"), "rero_bound_train")]
-
-
-def _prior_aware_columns(sweep: Sweep, runs: pd.DataFrame) -> list[Column]:
-    return [Column("prior-aware success", _value("prior_aware_success"), "prior_aware_success"),
-            Column("ReRo bound γ (κ = 1/n)", _value("rero_bound_prior"), "rero_bound_prior")]
-
-
-# The attack numbers' columns per family (benchmark/registry.py FAMILIES order), beside their bounds.
-FAMILY_COLUMNS: dict[str, Callable[[Sweep, pd.DataFrame], list[Column]]] = {
-    "membership": _membership_columns, "audit": _audit_columns,
-    "reconstruction": _reconstruction_columns, "prior_aware": _prior_aware_columns,
-}
-
-
 def _point_column() -> Column:
     return Column("ε", lambda at, point, runs: point_label(point))
 
 
 def _render(sweep: Sweep, runs: pd.DataFrame, columns: list[Column]) -> Table:
-    columns = [c for c in columns if c.needs is None or (c.needs in runs and runs[c.needs].notna().any())]
+    columns = [c for c in columns if shown(c, runs)]
     rows = [[c.render(point_rows(runs, p), p, runs) for c in columns] for p in sweep.points]
     return [c.header for c in columns], rows
 
@@ -119,11 +75,11 @@ def utility_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
     """One row per point: utility, and its change from the baseline non-private reference."""
     columns = [
         _point_column(),
-        Column("accountant ε spent", _value("epsilon_spent")),
-        Column("σ", _value("sigma")),
-        Column("test accuracy", _value("test_accuracy")),
-        Column("test AUROC", _value("test_auroc")),
-        Column("training accuracy", _value("train_accuracy"), "train_accuracy"),
+        Column("accountant ε spent", value("epsilon_spent")),
+        Column("σ", value("sigma")),
+        Column("test accuracy", value("test_accuracy")),
+        Column("test AUROC", value("test_auroc")),
+        Column("training accuracy", value("train_accuracy"), "train_accuracy"),
     ]
     baseline = baseline_reference(runs)
     if baseline is not None:
@@ -137,8 +93,8 @@ def utility_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
 def attack_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
     """One row per point: each family's strongest results beside their bounds."""
     columns = [_point_column()]
-    for family_columns in FAMILY_COLUMNS.values():
-        columns += family_columns(sweep, runs)
+    for family in ordered():
+        columns += family.headline_columns(sweep, runs)
     return _render(sweep, runs, columns)
 
 
@@ -160,20 +116,6 @@ def comparison_table(sweeps: list[Sweep], frames: dict[str, pd.DataFrame]) -> Ta
             at = point_rows(frames[s.label], point)
             row += [cell(at["test_accuracy"])] + [point_verdict(at, t).value if len(at) else "–" for t in threats[s.label]]
         rows.append(row)
-    return header, rows
-
-
-# ============================================================================= membership
-def membership_detail_table(attacks: pd.DataFrame) -> Table:
-    """Every membership variant of every run with its intervals (rows of records.membership_frame)."""
-    levels = attacks["fpr_levels"].iloc[0]
-    header = ["ε", "seed", "attack", "AUC [CI]"] + [f"TPR at {fmt_percent(f)} FPR [CI]" for f in levels] + [
-        "empirical ε lower bound", "largest possible lower bound"]
-    rows = []
-    for a in attacks.itertuples():
-        tprs = [fmt_ci(t, lo, hi) for t, (lo, hi) in zip(a.tpr_at_fpr, a.tpr_at_fpr_ci)]
-        rows.append([a.point, str(a.seed), a.attack, fmt_ci(a.auc, a.auc_lo, a.auc_hi), *tprs,
-                     fmt(a.epsilon_lb), fmt(a.epsilon_ceiling)])
     return header, rows
 
 
@@ -214,53 +156,7 @@ def perfect_auc_table(risk: pd.DataFrame) -> Table:
     return header, rows
 
 
-# ============================================================================= reconstruction
-def reconstruction_setting_table(recon: pd.DataFrame) -> Table:
-    """What each reconstruction attack attacked: its setting, with the run's σ and clip norm C, per budget.
-
-    Rows of records.reconstruction_frame; seeds with the same setting share a row.
-    """
-    header = ["ε", "attack", "model state", "batch size", "images", "σ", "clip norm C", "seeds"]
-    text = {"model_state": str, "batch_size": lambda v: str(int(v)), "n_images": lambda v: str(int(v)), "sigma": fmt,
-            "max_grad_norm": fmt}
-    shown = recon.assign(**{c: recon[c].map(lambda v, f=f: "–" if pd.isna(v) else f(v)) for c, f in text.items()})
-    rows = []
-    for (eps, point, _, attack, *values), group in shown.groupby(["epsilon", "point", "key", "attack", *text], sort=False):
-        rows.append([point, str(attack), *values, join(sorted(group["seed"]))])
-    return header, rows
-
-
-def reconstruction_attack_table(recon: pd.DataFrame) -> Table:
-    """Each reconstruction attack of each run: image similarity and ReRo@η (rows of records.reconstruction_frame)."""
-    header = ["ε", "seed", "attack", "PSNR mean / max (dB)", "SSIM mean / max", "MSE mean", "NCC mean",
-              "ReRo@η PSNR", "ReRo@η SSIM", "η (PSNR dB, SSIM)"]
-    rows = [[a.point, str(a.seed), a.attack, f"{fmt(a.psnr_mean)} / {fmt(a.psnr_max)}",
-             f"{fmt(a.ssim_mean)} / {fmt(a.ssim_max)}", fmt(a.mse_mean), fmt(a.ncc_mean),
-             fmt(a.shares.get("psnr")), fmt(a.shares.get("ssim")),
-             f"{a.eta.get('psnr', math.nan):g} dB, {a.eta.get('ssim', math.nan):g}"]
-            for a in recon.itertuples()]
-    return header, rows
-
-
-def prior_aware_table(sweep: Sweep) -> Table:
-    """Each prior-aware attack of each run: success interval, chance and the ReRo bound γ at κ = 1/n.
-
-    An 'attack' column is added when the sweep holds more than one prior-aware attack.
-    """
-    ran = sweep.attacks_of("prior_aware")
-    header = ["ε", "seed", "prior-aware success [CI]", "chance 1/n", "ReRo bound γ (κ = 1/n)", "candidates n", "trials"]
-    rows = []
-    for r in sweep.runs:
-        for spec in ran:
-            p = r.results("prior_aware").get(spec.name)
-            if p:
-                rows.append([r.point.label, str(r.seed), *([spec.label] if len(ran) > 1 else []),
-                             fmt_ci(p["success_rate"], p["ci_low"], p["ci_high"]), fmt(p["chance"]),
-                             fmt(float(r.summary.get("rero_bound_prior", math.nan))),
-                             str(p.get("n_candidates", "–")), str(p.get("trials", "–"))])
-    return (header[:2] + ["attack"] + header[2:] if len(ran) > 1 else header), rows
-
-
+# ============================================================================= ReRo bounds
 BOUNDS_CAPTION = (
     "ReRo bounds (Hayes, Mahloujifar & Balle 2023): the most any reconstruction attack can succeed, for a prior "
     "whose most likely outcome has probability κ. 'Whole run': an adversary who sees all T subsampled steps (the "

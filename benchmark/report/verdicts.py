@@ -20,15 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .. import chance, registry
+from .. import chance
+from ..families import Finding, ordered
 from ..threats import BEATS_CHANCE, NO_ATTACK_BEAT_CHANCE, NOT_RUN, REALISTIC, THREAT_MODELS, WORST_CASE, ThreatModel
-from .formatting import epsilon_label, fmt, fmt_percent, fmt_signed
+from .formatting import epsilon_label, fmt, fmt_signed
 from .records import Point, Run, Sweep, baseline_reference, point_rows, reference_label
-
-# Kept importable from the report package (the rules themselves are the engine's).
-CHANCE_RULES = chance.CHANCE_RULES
-ChanceRule = chance.ChanceRule
-Finding = chance.Finding
 
 UNIT_OF_PRIVACY_TEXT = (
     "The unit of privacy is one training image, not one patient: DP-SGD bounds what any attacker can learn about "
@@ -52,9 +48,8 @@ CHANCE_RULE_TEXT = (
 # ============================================================================= evidence and verdicts
 def chance_tests(run: Run) -> int:
     """How many intervals the chance rules look at in one run's realistic attacks (each one a chance of a false alarm)."""
-    realistic = {t.key for t in REALISTIC}
-    return sum(chance.rule(name).intervals(result) for name, result in run.attacks.items()
-               if registry.ATTACKS[name].threat in realistic)
+    return sum(chance.intervals(name, result) for t in REALISTIC
+               for name, result in chance.of_threat(run.attacks, t.key).items())
 
 
 def chance_evidence(run: Run) -> list[Finding]:
@@ -178,7 +173,7 @@ def summary_sentences(sweep: Sweep, runs: pd.DataFrame, evidence: Evidence) -> l
     out += [utility_cost_sentence(runs, eps, lead=f"At ε = {epsilon_label(eps)}, ") for eps in sorted(set(costs))]
     out += audit_sentences(sweep, runs)
     out += _multiplicity_sentences(sweep, evidence)
-    out += consistency_sentences(runs) + _bound_sentences(sweep)
+    out += consistency_sentences(runs) + [w for family in ordered() for w in family.warnings(sweep)]
     return out
 
 
@@ -280,26 +275,6 @@ def _multiplicity_sentences(sweep: Sweep, evidence: Evidence) -> list[str]:
         return []
     return [f"Each run is judged by up to {tests} intervals and tests (every realistic attack and criterion), so an "
             "isolated result just past chance can be luck; the list below the headline table gives each result's numbers."]
-
-
-def _bound_sentences(sweep: Sweep) -> list[str]:
-    """No attack may beat its theoretical bound: a prior-aware attack's interval must reach its ReRo bound."""
-    out = []
-    for spec in sweep.attacks_of("prior_aware"):
-        above = [(r, p) for r in sweep.runs if (p := r.results("prior_aware").get(spec.name)) and p["ci_low"] > p["bound"]]
-        if not above:
-            continue
-        cases = ", ".join(f"ε = {epsilon_label(r.epsilon)} seed {r.seed} (success interval from {fmt(p['ci_low'])} > "
-                          f"bound {fmt(p['bound'])})" for r, p in above)
-        out.append(f"Warning: the {spec.label} attack succeeds more often than its ReRo bound allows at {cases}; the "
-                   "bound, the accounting or the attack simulation is wrong and these results should not be trusted.")
-    return out
-
-
-def lowest_fpr_level(sweep: Sweep) -> float:
-    """The lowest FPR level of the membership variants (the level of the summary's best-TPR column)."""
-    levels = [m["fpr_levels"][0] for r in sweep.runs for m in r.membership_variants().values()]
-    return min(levels) if levels else math.nan
 
 
 def consistency_sentences(runs: pd.DataFrame) -> list[str]:

@@ -10,7 +10,6 @@ from scipy.special import logit
 from scipy.stats import beta, binomtest
 
 from medprivbench.attacks.auditing import (
-    _best_threshold,
     clopper_pearson_epsilon,
     empirical_epsilon,
     epsilon_ceiling,
@@ -18,6 +17,7 @@ from medprivbench.attacks.auditing import (
     one_run_epsilon,
     one_run_p_value,
 )
+from medprivbench.attacks.threshold_audit import _best_threshold
 
 ALPHA = 0.05
 

@@ -12,7 +12,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
 from medprivbench.attacks.lira import lira_attack
-from medprivbench.attacks.membership import ATTACKS, loss_attack, score_all_targets
+from medprivbench.attacks.membership import SCORERS, loss_attack, score_all_targets
 from medprivbench.attacks.membership_signals import logit_confidence
 from medprivbench.attacks.rmia import rmia_attack
 
@@ -338,8 +338,8 @@ def test_rmia_rejects_options_that_would_do_nothing_or_are_invalid():
 
 
 def test_registry_holds_the_attacks_of_the_design():
-    assert set(ATTACKS) == {"loss", "lira_online", "lira_offline", "rmia"}
-    assert not ATTACKS["loss"].uses_references and ATTACKS["rmia"].uses_references
+    assert set(SCORERS) == {"loss", "lira_online", "lira_offline", "rmia"}
+    assert not SCORERS["loss"].uses_references and SCORERS["rmia"].uses_references
 
 
 def test_score_all_targets_uses_each_model_as_target_against_the_others():

@@ -1,5 +1,6 @@
 """The f-DP test and its trade-off curves (attacks/fdp.py) and the one-run analyses built on them
-(attacks/one_run_analysis.py), against closed forms, a linear program, brute force and the idealised mechanism."""
+(attacks/fdp_analyses.py, run by attacks/one_run_analysis.py), against closed forms, a linear program,
+brute force and the idealised mechanism."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """The prior-aware reconstruction attack: its limits, its exact Bayes success, and the ReRo bound above it."""
 
+import copy
 import json
 import math
 
@@ -77,6 +78,21 @@ def test_clipped_gradients_match_one_sample_backward(cnn_game):
     gram = clipped_gradient_gram(model, x[:4], y[:4], max_grad_norm=clip)
     np.testing.assert_allclose(gram, (g @ g.T).numpy())
     assert np.all(np.sqrt(np.diag(gram)) <= clip + 1e-9)
+
+
+
+def test_an_opacus_wrapper_gives_the_gradients_of_its_network(cnn_game):
+    """A GradSampleModule is unwrapped through Opacus' public to_standard_module() on a copy: its
+    backward hooks would otherwise break torch.func's vmap of grad, and the caller's wrapper keeps them."""
+    from opacus import GradSampleModule
+
+    states, x, y = cnn_game
+    plain = clipped_gradients(states[0], x[:4], y[:4], max_grad_norm=0.05)
+    wrapped = GradSampleModule(copy.deepcopy(states[0]))
+    torch.testing.assert_close(clipped_gradients(wrapped, x[:4], y[:4], max_grad_norm=0.05), plain, rtol=0, atol=0)
+    wrapped.train()
+    torch.nn.functional.cross_entropy(wrapped(x[:4]), y[:4]).backward()  # still a working wrapper
+    assert all(p.grad_sample is not None and len(p.grad_sample) == 4 for p in wrapped.parameters() if p.requires_grad)
 
 
 def test_scores_are_the_exact_likelihood_ratio():

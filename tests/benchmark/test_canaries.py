@@ -14,7 +14,9 @@ from medprivbench.attacks.canary_audit import IdealisedRuns, analyse, choose_gue
 from medprivbench.benchmark.canaries import GradientCanaries
 from medprivbench.benchmark.privacy import solve_noise_multiplier
 from medprivbench.benchmark.streams import Streams
-from medprivbench.benchmark.training import Augmentation, DPRecipe, _private_engine, _optimizer, train
+from medprivbench.benchmark.augmentation import Augmentation
+from medprivbench.benchmark.recipe import DPRecipe, make_optimizer
+from medprivbench.benchmark.training import _private_engine, train
 
 HP = dict(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.0, lr_schedule="constant", ema_decay=None,
           augmult=0, augmentations=[])
@@ -39,7 +41,7 @@ def _recipe(sigma: float, q: float, steps: int, k: int | None = None) -> DPRecip
 def _one_step(idx: torch.Tensor, canaries: GradientCanaries | None, mode: str) -> list[torch.Tensor]:
     x, y = _data()
     plain = _model()
-    run = _private_engine(plain, _optimizer(plain.parameters(), HP), x, y, Augmentation(0, [], None), _recipe(1.0, 0.25, 4),
+    run = _private_engine(plain, make_optimizer(plain.parameters(), HP), x, y, Augmentation(0, [], None), _recipe(1.0, 0.25, 4),
                           mode, Streams(5), "cpu", canaries)
     run.step(idx)
     return [p.detach().clone() for p in plain.parameters()]
@@ -72,7 +74,8 @@ def test_a_whole_run_trains_the_same_classifier_with_and_without_an_audit(mode):
     recipe = _recipe(1.2, 0.2, 25)
 
     def run(canaries):
-        return train(_model(3), x, y, recipe=recipe, hp=HP, streams=Streams(4), grad_sample_mode=mode, canaries=canaries)
+        return train(_model(3), x, y, recipe=recipe, hp=HP, streams=Streams(4), grad_sample_mode=mode,
+                     instruments=[] if canaries is None else [canaries])
 
     canaries = GradientCanaries(np.arange(80) % 2 == 0, sample_rate=0.2, noise_multiplier=1.2, max_grad_norm=1.0)
     without, audited = run(None), run(canaries)
@@ -85,7 +88,7 @@ def test_observations_are_exact_without_noise_and_scores_separate_the_canaries()
     x, y = _data(200)
     included = np.random.default_rng(1).random(300) < 0.5
     canaries = GradientCanaries(included, sample_rate=0.1, noise_multiplier=1e-4, max_grad_norm=1.0)
-    train(_model(), x, y, recipe=_recipe(1e-4, 0.1, 30), hp=HP, streams=Streams(2), grad_sample_mode="hooks", canaries=canaries)
+    train(_model(), x, y, recipe=_recipe(1e-4, 0.1, 30), hp=HP, streams=Streams(2), grad_sample_mode="hooks", instruments=[canaries])
     counts = canaries.sum_observed
     np.testing.assert_allclose(counts, np.round(counts), atol=1e-2)  # o_t = b_t: whole numbers of samplings
     assert np.all(np.round(counts[~included]) == 0) and np.round(counts[included]).sum() == sum(canaries.rows_per_step)
@@ -100,9 +103,22 @@ def test_non_private_runs_observe_which_canaries_were_sampled():
     canaries = GradientCanaries(included, sample_rate=0.25, noise_multiplier=0.0, max_grad_norm=math.inf)
     nonprivate = DPRecipe(epsilon_target=math.inf, delta=1e-5, sample_rate=0.25, steps=12, steps_per_epoch=4,
                           noise_multiplier=0.0, max_grad_norm=math.inf, accountant="none")
-    train(_model(), x, y, recipe=nonprivate, hp=HP, streams=Streams(3), canaries=canaries)
+    train(_model(), x, y, recipe=nonprivate, hp=HP, streams=Streams(3), instruments=[canaries])
     assert canaries.steps == 12 and np.all(canaries.sum_observed[~included] == 0)
     assert canaries.sum_observed[included].mean() == pytest.approx(3.0, abs=0.6)  # 12 steps × q = 1/4
+
+
+def test_a_run_takes_at_most_one_instrument_that_adds_rows():
+    # two blocks of rows appended after the real examples would each read the other's rows as their own
+    x, y = _data()
+    recipe = _recipe(1.0, 0.25, 4)
+    two = [GradientCanaries(np.arange(10) % 2 == 0, sample_rate=0.25, noise_multiplier=1.0, max_grad_norm=1.0)
+           for _ in range(2)]
+    with pytest.raises(ValueError, match="at most one instrument.*got 2 .GradientCanaries, GradientCanaries"):
+        train(_model(), x, y, recipe=recipe, hp=HP, streams=Streams(0), instruments=two)
+    assert all(c.steps == 0 for c in two)  # refused before anything trained
+    train(_model(), x, y, recipe=recipe, hp=HP, streams=Streams(0), instruments=two[:1])
+    assert two[0].steps == 4
 
 
 ANALYSES = ("steinke", "fdp_dpsgd")
@@ -120,7 +136,7 @@ def _audit(claimed_sigma: float, claimed_q: float, steps: int, recipe: DPRecipe,
     x, y = _data(40, seed)
     included = np.random.default_rng(seed).random(m) < 0.5
     canaries = GradientCanaries(included, sample_rate=claimed_q, noise_multiplier=claimed_sigma, max_grad_norm=1.0)
-    train(_model(seed), x, y, recipe=recipe, hp=HP, streams=Streams(seed), grad_sample_mode="hooks", canaries=canaries)
+    train(_model(seed), x, y, recipe=recipe, hp=HP, streams=Streams(seed), grad_sample_mode="hooks", instruments=[canaries])
     k_plus, k_minus = guesses or _guesses(claimed_sigma, claimed_q, steps, m)
     found = analyse(canaries.scores("all_iterates"), included, delta=1e-5, alpha=0.05, k_plus=k_plus, k_minus=k_minus,
                     sample_rate=claimed_q, steps=steps, analyses=ANALYSES)
@@ -154,7 +170,7 @@ def test_the_true_recipe_never_gives_a_bound_above_its_epsilon():
 def test_the_ceiling_is_recorded_with_its_spread_and_limits():
     """choose_guesses keeps the mean ceiling as it was and adds its spread over the idealised runs;
     the white-box columns carry both, and flag bounds that are limits of the analysis."""
-    from medprivbench.benchmark.audit_run import whitebox_columns
+    from medprivbench.benchmark.families.audit import WhiteboxResult
 
     ideal = IdealisedRuns(SIGMA_2, Q, T, 400, "all_iterates", 3, seed=11)
     choice = choose_guesses(ideal, delta=1e-5, alpha=0.05, analyses=ANALYSES)
@@ -172,7 +188,7 @@ def test_the_ceiling_is_recorded_with_its_spread_and_limits():
         "ceiling_at_limit": choice.ceiling_at_limit, "ceiling_runs": choice.n_simulations,
         "bounds": {"steinke": {"epsilon_lb": 1.0, "r": 10, "v": 10, "m": 400},
                    "fdp_dpsgd": {"epsilon_lb": 0.5, "r": 10, "v": 8, "m": 400, "at_search_limit": False}}}}}
-    row = whitebox_columns("whitebox", result)
+    row = WhiteboxResult.from_record(result).columns("whitebox")
     for name in ANALYSES:
         prefix = f"whitebox_all_iterates_{name}"
         assert row[f"{prefix}_ceiling"] == ceiling[name]

@@ -1,4 +1,4 @@
-"""benchmark/figures.py directly: the pure parts (DP bound, ε axis, per-budget statistics) against
+"""benchmark/report/figures.py and attack_figures.py directly: the pure parts (DP bound, ε axis, per-budget statistics) against
 their definitions, and each figure on small frames shaped like benchmark/report/records.py's: a PNG
 is written where asked, and the drawn points are the per-budget means of the data."""
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medprivbench.benchmark import figures
+from medprivbench.benchmark.report import attack_figures, figures
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 BUDGETS = (1.0, 8.0, math.inf)
@@ -22,13 +22,14 @@ BUDGETS = (1.0, 8.0, math.inf)
 def drawn(monkeypatch):
     """The figures saved, as matplotlib objects (saved all the same)."""
     saved = []
-    real_save = figures._save
+    real_save = figures.save
 
     def keep(fig, path):
         saved.append(fig)
         return real_save(fig, path)
 
-    monkeypatch.setattr(figures, "_save", keep)
+    monkeypatch.setattr(figures, "save", keep)
+    monkeypatch.setattr(attack_figures, "save", keep)
     return saved
 
 
@@ -151,7 +152,7 @@ def test_utility_figure_of_two_sweeps_and_of_non_private_runs_only(tmp_path, dra
 def test_membership_figure_draws_auc_means_and_the_dp_bound(tmp_path, drawn):
     attacks = _membership()
     path = tmp_path / "membership.png"
-    assert_png(path, figures.membership(attacks, path))
+    assert_png(path, attack_figures.membership(attacks, path))
     auc_axes, tpr_axes = drawn[0].axes[:2]
     axis = figures.EpsilonAxis(attacks["epsilon"])
     lira = attacks[attacks["attack"] == "LiRA offline"].groupby("epsilon")["auc"].mean()
@@ -168,7 +169,7 @@ def test_roc_curves_have_one_panel_per_sweep_and_budget_and_a_bound_where_dp(tmp
     curves = _membership(sweeps=("a", "b"))
     curves = curves[~((curves["sweep"] == "b") & (curves["epsilon"] == 8.0))]  # a missing panel stays empty
     path = tmp_path / "roc.png"
-    assert_png(path, figures.roc_curves(curves, path))
+    assert_png(path, attack_figures.roc_curves(curves, path))
     visible = [ax for ax in drawn[0].axes if ax.get_visible()]
     assert len(visible) == 5
     with_bound = [ax for ax in visible if any(ln.get_label().startswith("DP bound") for ln in ax.get_lines())]
@@ -195,11 +196,11 @@ def test_reconstruction_figure_with_attacks_and_with_bounds_only(tmp_path, drawn
     attacks = pd.DataFrame([{"sweep": "s", "epsilon": eps, "seed": seed, "attack": "imprint", "rero_best": share}
                             for eps, share in zip(BUDGETS, (0.0, 0.25, 1.0)) for seed in (0, 1)])
     path = tmp_path / "reconstruction.png"
-    assert_png(path, figures.reconstruction(runs, attacks, path))
+    assert_png(path, attack_figures.reconstruction(runs, attacks, path))
     ax = drawn[0].axes[0]
     np.testing.assert_allclose(series(ax, "imprint: ReRo@η")[:, 1], [0.0, 0.25, 1.0])
     np.testing.assert_allclose(series(ax, "ReRo bound γ, κ = 1/N (train set prior)")[:, 1], [0.02, 0.16, 1.0])
-    assert_png(tmp_path / "bounds.png", figures.reconstruction(runs, pd.DataFrame(), tmp_path / "bounds.png"))
+    assert_png(tmp_path / "bounds.png", attack_figures.reconstruction(runs, pd.DataFrame(), tmp_path / "bounds.png"))
 
 
 def test_per_class_figure_draws_each_class(tmp_path, drawn):

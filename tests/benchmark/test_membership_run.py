@@ -21,6 +21,7 @@ from medprivbench.attacks.membership import LossConfig
 from medprivbench.attacks.rmia import RMIAConfig
 from medprivbench.benchmark import membership_run, registry
 from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.families.membership import MembershipResult
 from medprivbench.benchmark.shadow import PoolResult
 from medprivbench.benchmark.streams import Streams
 from medprivbench.benchmark.training import DPRecipe
@@ -71,14 +72,18 @@ def test_scores_table_names_each_images_group_when_the_dataset_has_them():
     assert "group" not in membership_run.scores_table(pool, {}).columns
 
 
-# ----------------------------------------------------------------------------- membership_columns
+# ----------------------------------------------------------------------------- the result's columns
 def test_membership_columns_flatten_every_variant():
     def variant(auc, tprs, lb):
-        return {"auc": auc, "tpr_at_fpr": tprs, "empirical_epsilon": {"epsilon_lb": lb, "epsilon_ceiling": 9.0}}
+        return {"auc": auc, "auc_ci": [auc, auc], "fpr_levels": [0.001, 0.01], "tpr_at_fpr": tprs,
+                "tpr_at_fpr_ci": [[0, 1], [0, 1]], "empirical_epsilon": {"epsilon_lb": lb, "epsilon_ceiling": 9.0}}
 
     result = {"threat_model": "…", "variants": {"lira_online": variant(0.61, [0.01, 0.05], 0.3),
                                                "lira_offline": variant(0.55, [0.002, 0.02], 0.0)}}
-    assert membership_run.membership_columns("lira", result) == {
+    typed = MembershipResult.from_record(result)
+    assert typed.to_record() == {**result, "variants": {k: {**v, "confidence": 0.95, "roc_curve": {}}
+                                                        for k, v in result["variants"].items()}}  # nothing lost
+    assert typed.columns("lira") == {
         "mia_lira_online_auc": 0.61, "mia_lira_online_tpr_at_0.1%fpr": 0.01, "mia_lira_online_tpr_at_1%fpr": 0.05,
         "mia_lira_online_epsilon_lb": 0.3,
         "mia_lira_offline_auc": 0.55, "mia_lira_offline_tpr_at_0.1%fpr": 0.002, "mia_lira_offline_tpr_at_1%fpr": 0.02,
@@ -110,14 +115,14 @@ def test_just_enough_pool_models_are_accepted(name, settings, num_models):
 
 
 def test_check_pool_itself():
-    membership_run.check_pool(None, _cfg(2), shadows=False, name="x")
+    membership_run.check_pool(_cfg(2), shadows=False, name="x")
     with pytest.raises(ConfigError, match="attack 'x'"):
-        membership_run.check_pool(None, _cfg(2), shadows=True, name="x")
+        membership_run.check_pool(_cfg(2), shadows=True, name="x")
 
 
 def test_lira_uses_the_fixed_variance_below_64_shadows_unless_told():
     def variants(num_models, **kw):
-        return membership_run._lira_variants(SimpleNamespace(cfg=_cfg(num_models)), LiRAConfig(**kw))
+        return registry.ATTACKS["lira"].scorers(SimpleNamespace(cfg=_cfg(num_models)), LiRAConfig(**kw))
 
     assert variants(64) == {"lira_online": ("lira_online", {"fixed_variance": True}),
                             "lira_offline": ("lira_offline", {"fixed_variance": True})}
@@ -128,9 +133,9 @@ def test_lira_uses_the_fixed_variance_below_64_shadows_unless_told():
 
 
 def test_rmia_passes_its_settings_and_offline_a_only_offline():
-    offline = membership_run._rmia_variants(None, RMIAConfig(n_references=2, offline_a=0.4, gamma=1.5))
+    offline = registry.ATTACKS["rmia"].scorers(None, RMIAConfig(n_references=2, offline_a=0.4, gamma=1.5))
     assert offline == {"rmia": ("rmia", {"online": False, "gamma": 1.5, "n_references": 2, "offline_a": 0.4})}
-    online = membership_run._rmia_variants(None, RMIAConfig(n_references=2, online=True))
+    online = registry.ATTACKS["rmia"].scorers(None, RMIAConfig(n_references=2, online=True))
     assert "offline_a" not in online["rmia"][1] and online["rmia"][1]["online"] is True
 
 
@@ -266,7 +271,7 @@ def test_evaluate_returns_auc_tpr_and_epsilon_bound_per_variant(evaluated):
         assert 0.0 <= bound["epsilon_lb"] <= bound["epsilon_ceiling"]
         assert bound["alpha"] == BOUND_ALPHA and bound["delta"] == DELTA and bound["m"] == N
     # the row of tables: every column read from these metrics
-    columns = membership_run.membership_columns("loss", {"variants": {"loss": out["loss"]}})
+    columns = MembershipResult.from_record({"variants": {"loss": out["loss"]}}).columns("loss")
     assert columns["mia_loss_auc"] == out["loss"]["auc"]
 
 
@@ -325,6 +330,6 @@ def test_entries_share_one_pool_through_the_context(monkeypatch):
     loss = registry.ATTACKS["loss"].run(ctx, LossConfig())
     lira = registry.ATTACKS["lira"].run(ctx, LiRAConfig(online=False))
     assert len(built) == 1  # the second attack reuses the pool
-    assert list(loss["variants"]) == ["loss"] and list(lira["variants"]) == ["lira_offline"]
-    assert loss["threat_model"] == registry.ATTACKS["loss"].threat_model
-    assert lira["threat_model"] == registry.ATTACKS["lira"].threat_model
+    assert list(loss.variants) == ["loss"] and list(lira.variants) == ["lira_offline"]
+    assert loss.threat_model == registry.ATTACKS["loss"].threat_model
+    assert lira.threat_model == registry.ATTACKS["lira"].threat_model

@@ -11,7 +11,8 @@ from medprivbench.benchmark.config import ModelConfig
 from medprivbench.benchmark.errors import ConfigError
 from medprivbench.benchmark.streams import Streams
 from medprivbench.benchmark.models import MODELS, build_model, grad_sample_mode
-from medprivbench.benchmark.training import DPRecipe, train
+from medprivbench.benchmark.recipe import DPRecipe
+from medprivbench.benchmark.training import train
 
 CONFIGS = {
     "cnn": dict(name="cnn", width=8, activation="tanh", norm_groups=4),

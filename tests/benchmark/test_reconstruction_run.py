@@ -17,6 +17,7 @@ from medprivbench.attacks.prior_aware import PriorAwareConfig
 from medprivbench.attacks.reconstruction import GradientInversionConfig
 from medprivbench.benchmark import reconstruction_run, registry
 from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.families.reconstruction import ReconstructionResult
 from medprivbench.benchmark.training import DPRecipe
 
 N_TRAIN = 300
@@ -84,7 +85,7 @@ def test_without_dp_every_bound_is_certain_success():
 # ----------------------------------------------------------------------------- columns and checks
 def test_reconstruction_columns():
     result = {"psnr_mean": 14.5, "ssim_mean": 0.21, "rero": {"psnr": 0.25, "ssim": 0.5}, "psnr_max": 99.0}
-    assert reconstruction_run.reconstruction_columns("imprint", result) == {
+    assert ReconstructionResult.from_record(result).columns("imprint") == {
         "recon_imprint_psnr_mean": 14.5, "recon_imprint_ssim_mean": 0.21,
         "recon_imprint_rero_psnr": 0.25, "recon_imprint_rero_ssim": 0.5}
 

@@ -2,7 +2,7 @@
 
 The test plays a contributor who adds a "random guess" membership attack: its scoring function
 (what would be attacks/random_guess.py), its config (configs/attack/random_guess.yaml, here written
-to a folder on Hydra's search path) and one ``register`` call. No other engine file is edited, yet
+to a folder on Hydra's search path) and one registered class. No other engine file is edited, yet
 validation, the experiment, the run record, the table and the report all pick it up; its AUC
 comes out at chance.
 """
@@ -23,8 +23,9 @@ from medprivbench.benchmark import registry, store
 from medprivbench.benchmark.callbacks import finish_sweeps
 from medprivbench.benchmark.config import register_configs
 from medprivbench.benchmark.errors import ConfigError
+from medprivbench.benchmark.families import FAMILIES
 from medprivbench.benchmark.experiment import run_experiment
-from medprivbench.benchmark.membership_run import membership_columns, run_membership
+from medprivbench.benchmark.membership_run import MembershipAttack
 from medprivbench.benchmark.paths import CONFIG_DIR
 from medprivbench.benchmark.validate import validate_config, validate_with_data
 
@@ -54,19 +55,23 @@ salt: 3
 
 @pytest.fixture
 def random_guess_attack(tmp_path):
-    membership.register_attack("random_guess", uses_references=False)(random_guess)
+    membership.register_scorer("random_guess", uses_references=False)(random_guess)
+
     # --- the one registry entry
-    registry.register(registry.AttackSpec(
-        name="random_guess", schema=RandomGuessConfig, label="random guess", family="membership", threat="black_box",
-        threat_model="none: the attacker flips coins", columns=membership_columns, lower_bounds=lambda s: 1,
-        run=lambda ctx, s: run_membership("none: the attacker flips coins", {"random_guess": ("random_guess", {"salt": s.salt})})(ctx, s),
-    ))
+    @registry.register_attack
+    class RandomGuess(MembershipAttack):
+        name, schema, label, shadows = "random_guess", RandomGuessConfig, "random guess", False
+        threat_model = "none: the attacker flips coins"
+
+        def scorers(self, ctx, settings):
+            return {"random_guess": ("random_guess", {"salt": settings.salt})}
+
     extra = tmp_path / "extra" / "attack"
     extra.mkdir(parents=True)
     (extra / "random_guess.yaml").write_text(CONFIG)
     yield tmp_path / "extra"
     registry.unregister("random_guess")
-    membership.ATTACKS.pop("random_guess")
+    membership.SCORERS.pop("random_guess")
 
 
 def _compose(overrides: list[str]):
@@ -104,7 +109,7 @@ def test_every_attack_config_file_has_a_registry_entry_and_back():
     files = {p.stem for p in (CONFIG_DIR / "attack").glob("*.yaml")}
     assert files == set(registry.load())
     for name, entry in registry.ATTACKS.items():
-        assert entry.label and entry.threat_model and entry.family in registry.FAMILIES
+        assert entry.label and entry.threat_model and entry.family is FAMILIES[entry.family.key]
         defaults = entry.settings_schema()
         assert isinstance(defaults, entry.schema) or defaults is entry.schema
 
@@ -115,10 +120,18 @@ def test_every_attack_declares_one_of_the_threat_models():
     keys = {name: entry.threat for name, entry in registry.load().items()}
     assert set(keys.values()) == set(THREAT_MODELS)  # every threat model has an attack, every attack one threat model
     assert keys["imprint"] == "malicious_server" and keys["whitebox"] == keys["audit"] == "worst_case_audit"
+    class NoThreat(MembershipAttack):
+        name, schema, label, threat, threat_model = "no_threat", RandomGuessConfig, "x", "server", "x"
+
     with pytest.raises(ValueError, match="threat='server'; expected one of black_box"):
-        registry.register(registry.AttackSpec(name="no_threat", schema=RandomGuessConfig, label="x", family="membership",
-                                              threat="server", threat_model="x", run=lambda c, s: {}, columns=lambda n, r: {}))
+        registry.register_attack(NoThreat)
     assert "no_threat" not in registry.ATTACKS
+
+    class NoFamily(registry.Attack):
+        name, schema, label, family, threat, threat_model = "no_family", RandomGuessConfig, "x", "membership", "black_box", "x"
+
+    with pytest.raises(ValueError, match="family='membership'; expected a registered family"):
+        registry.register_attack(NoFamily)
 
 
 @pytest.mark.slow

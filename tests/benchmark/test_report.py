@@ -15,7 +15,7 @@ import pytest
 from medprivbench.benchmark import registry, report, store
 from medprivbench.benchmark.cli import report_main
 from medprivbench.benchmark.errors import ConfigError
-from medprivbench.benchmark.record import summarise
+from medprivbench.benchmark.summary import summarise
 
 HOSTILE = "<script>alert(1)</script>"
 MIA_ATTACKS = ("loss", "lira_online")
@@ -349,9 +349,15 @@ def test_reconstruction_settings_name_each_attack_with_the_runs_sigma_and_clip(b
     assert meta.loc["gradient inversion", "fake-cnn"] == "model state init, batch size 4, 8 images"
 
 
-def test_every_attack_family_has_a_chance_rule_and_headline_columns():
-    assert set(report.CHANCE_RULES) == set(registry.FAMILIES)
-    assert list(report.tables.FAMILY_COLUMNS) == list(registry.FAMILIES)  # the headline's column order
+def test_every_attack_family_has_a_chance_rule_headline_columns_and_a_section():
+    from medprivbench.benchmark.families import Family, ordered
+
+    registry.load()
+    assert [f.key for f in ordered()] == ["membership", "audit", "prior_aware", "reconstruction"]  # the headline's column order
+    for family in ordered():
+        for method in ("findings", "intervals", "strongest", "headline_columns", "section"):
+            assert getattr(type(family), method) is not getattr(Family, method), (family.key, method)
+    assert {spec.family.key for spec in registry.ATTACKS.values()} == {f.key for f in ordered()}
 
 
 @dataclass
@@ -364,13 +370,18 @@ class SecondAuditConfig:
 @pytest.fixture
 def second_audit():
     """A second audit-family attack with several bounds, as a white-box audit records them."""
+    from medprivbench.benchmark.families import family as family_of
+
     registry.load()  # the built-in attacks first, so the registry's order does not depend on which test ran before
-    registry.register(registry.AttackSpec(
-        name="second_audit", schema=SecondAuditConfig, label="second audit", family="audit", threat="worst_case_audit",
-        threat_model="auditor who sees every noisy update", run=lambda ctx, settings: {},
-        columns=lambda name, r: {f"{name}_final_epsilon_lb": r["epsilon_lb"] / 2, f"{name}_best_epsilon_lb": r["epsilon_lb"]},
-        lower_bounds=lambda settings: 2,
-    ))
+
+    class SecondAudit(registry.Attack):
+        name, schema, label, family, threat = "second_audit", SecondAuditConfig, "second audit", family_of("audit"), "worst_case_audit"
+        threat_model = "auditor who sees every noisy update"
+
+        def lower_bounds(self, settings) -> int:
+            return 1
+
+    registry.register_attack(SecondAudit)
     yield "second audit"
     registry.unregister("second_audit")
 
@@ -465,7 +476,7 @@ def test_sweep_with_bounds_only_and_the_report_command(tmp_path, capsys):
     assert report_main([str(folder)]) == 0
     assert str(folder / "report.html") in capsys.readouterr().out
     md = (folder / "report.md").read_text()
-    assert "No membership inference attack was recorded" in md
+    assert "## Membership inference" not in md  # a family with no result has no section
     headline = markdown_table_after(md, "Attack success beside its bounds")
     assert "best membership AUC" not in headline.columns
     # no attack ran: the report must not claim that none beat chance

@@ -8,12 +8,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from medprivbench.benchmark import training
 from medprivbench.benchmark.config import ModelConfig
 from medprivbench.benchmark.models import build_model
 from medprivbench.benchmark.privacy import epsilon_spent
 from medprivbench.benchmark.streams import PURPOSES, Streams, derive_seed
-from medprivbench.benchmark.training import DPRecipe, PoissonBatches, secure_gaussian, train
+from medprivbench.benchmark.recipe import DPRecipe
+from medprivbench.benchmark.sampling import PoissonBatches
+from medprivbench.benchmark.secure_rng import secure_gaussian, secure_uniform
+from medprivbench.benchmark.training import train
 
 HP = dict(optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant", ema_decay=None,
           augmult=0, augmentations=[])
@@ -140,7 +142,7 @@ def test_empty_poisson_batches_still_step_and_add_noise_with_every_engine(mode):
 def test_secure_rng_draws_fresh_randomness_and_gaussian_noise_of_the_right_scale():
     noise = secure_gaussian(torch.Size([200_000]), 2.0, torch.float32, "cpu")
     assert abs(float(noise.mean())) < 0.02 and float(noise.std()) == pytest.approx(2.0, rel=0.01)
-    u = training.secure_uniform(100_000)
+    u = secure_uniform(100_000)
     assert 0.0 <= float(u.min()) and float(u.max()) < 1.0 and abs(float(u.mean()) - 0.5) < 0.01
     secure = DPRecipe(**{**_recipe().to_record(), "secure_rng": True})
     x, y = torch.rand(80, 1, 16, 16), torch.randint(0, 2, (80,))

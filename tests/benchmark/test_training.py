@@ -10,7 +10,9 @@ from omegaconf import OmegaConf
 from medprivbench.benchmark.config import ModelConfig, PrivacyConfig, TrainConfig
 from medprivbench.benchmark.models import build_model
 from medprivbench.benchmark.streams import Streams
-from medprivbench.benchmark.training import Augmentation, DPRecipe, augment, make_recipe, train
+from medprivbench.benchmark.augmentation import Augmentation, augment
+from medprivbench.benchmark.recipe import DPRecipe, make_recipe
+from medprivbench.benchmark.training import train
 
 HP = dict(optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant", ema_decay=None,
           augmult=0, augmentations=["shift", "hflip"])
@@ -101,7 +103,7 @@ def test_recipe_keeps_q_and_T_so_half_size_members_get_the_same_sigma():
 
 def test_the_same_recipe_reference_trains_with_the_dp_recipe_and_tuned_with_its_own():
     """ε = ∞: same_recipe is the DP recipe without clipping and noise; tuned applies train.nonprivate."""
-    from medprivbench.benchmark.training import effective_train
+    from medprivbench.benchmark.recipe import effective_train
 
     train_cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), OmegaConf.load("configs/train/default.yaml"))
     dp = effective_train(train_cfg, 8.0, None)
@@ -112,3 +114,17 @@ def test_the_same_recipe_reference_trains_with_the_dp_recipe_and_tuned_with_its_
     privacy = OmegaConf.structured(PrivacyConfig(epsilon=math.inf, reference="same_recipe"))
     same = make_recipe(privacy, train_cfg, 1000)
     assert (same.steps, same.noise_multiplier, same.private) == (dp["epochs"] * 8, 0.0, False)  # 1000 / 128 → 8 steps an epoch
+
+
+@pytest.mark.parametrize("mode", ["hooks", "ew", "ghost"])
+def test_a_dp_trained_module_is_plain_again_and_trains_once_more(mode):
+    """Opacus' hooks and per-sample attributes leave with the run (``cleanup``): the returned module
+    computes as a plain one, and a second run on it is a run like the first."""
+    x, y = torch.rand(40, 1, 16, 16), torch.randint(0, 2, (40,))
+    model = _model()
+    first = train(model, x, y, recipe=_recipe(), hp=HP, grad_sample_mode=mode, streams=Streams(0))
+    assert first.model is model
+    assert all(not m._forward_hooks and not m._backward_hooks and not m._forward_pre_hooks for m in model.modules())
+    assert all(not hasattr(p, "grad_sample") for p in model.parameters())
+    again = train(model, x, y, recipe=_recipe(), hp=HP, grad_sample_mode=mode, streams=Streams(1))
+    assert again.steps_taken == first.steps_taken and all(math.isfinite(v) for v in again.loss_history)

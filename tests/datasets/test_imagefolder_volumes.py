@@ -1,5 +1,5 @@
 """3D volumes in a user's image folder: NIfTI files and DICOM series, written here with nibabel and
-pydicom, read through datasets/imagefolder.py (MONAI's readers)."""
+pydicom, loaded by datasets/imagefolder.py and read by datasets/volume_files.py (MONAI's readers)."""
 
 import os
 import shutil
@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from medprivbench.benchmark.config import DatasetConfig
 from medprivbench.datasets import DataError, load_dataset, load_raw
-from medprivbench.datasets import imagefolder
+from medprivbench.datasets import imagefolder, volume_files
 from medprivbench.datasets.imagefolder import load_imagefolder
 
 
@@ -298,7 +298,7 @@ def test_nifti_declaring_too_many_voxels_is_refused_before_decoding(nib, tmp_pat
 def test_dicom_series_over_the_voxel_limit_is_refused(pydicom, tmp_path, monkeypatch):
     for cls in ("a", "b"):
         write_ct_series(pydicom, tmp_path / cls / "s", np.zeros((4, 8, 8), np.int16))
-    monkeypatch.setattr(imagefolder, "MAX_VOXELS", 4 * 8 * 8 - 1)  # rows × columns × files, from the headers
+    monkeypatch.setattr(volume_files, "MAX_VOXELS", 4 * 8 * 8 - 1)  # rows × columns × files, from the headers
     with pytest.raises(DataError, match=r"a/s: declares 4 × 8 × 8 voxels"):
         load_imagefolder(root=tmp_path, image_size=8)
 

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from . import store  # noqa: E402
+from ..numbers import format_epsilon  # noqa: E402
 
 DPI = 100
 MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -73,7 +73,7 @@ class EpsilonAxis:
 
     def style(self, ax, label: str = "privacy budget ε (log scale)") -> None:
         ax.set_xticks(self.x(self.values))
-        ax.set_xticklabels([NONPRIVATE_LABEL if math.isinf(e) else store.format_epsilon(e) for e in self.values])
+        ax.set_xticklabels([NONPRIVATE_LABEL if math.isinf(e) else format_epsilon(e) for e in self.values])
         if self.has_finite and np.isinf(self.values).any():
             ax.axvline((self.hi + self.infinity_at) / 2, color="0.6", linestyle=":", linewidth=1)
         left = min(self.lo, self.hi) - 0.4
@@ -89,24 +89,24 @@ def by_budget(df: pd.DataFrame, column: str, keys: tuple[str, ...] = ()) -> pd.D
     return out.reset_index().sort_values([*keys, "epsilon"])
 
 
-def _series_style(i: int) -> dict:
+def series_style(i: int) -> dict:
     return {"marker": MARKERS[i % len(MARKERS)], "linestyle": LINESTYLES[i % len(LINESTYLES)]}
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def _legend(ax, **kwargs) -> None:
+def legend(ax, **kwargs) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if handles:
         ax.legend(fontsize=7, **kwargs)
 
 
-def _errorbar(ax, x, y, yerr, label: str, **style) -> None:
+def errorbar(ax, x, y, yerr, label: str, **style) -> None:
     """Error-bar series whose line stops at the ∞ separator: the non-private point stands alone."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     yerr = np.asarray(yerr, float)
@@ -118,14 +118,14 @@ def _errorbar(ax, x, y, yerr, label: str, **style) -> None:
         ax.errorbar(x[apart], y[apart], yerr=column(apart), capsize=3, **{**style, "color": colour, "linestyle": "none"})
 
 
-def _errorbar_by_budget(ax, axis: EpsilonAxis, df: pd.DataFrame, column: str, label: str, **style) -> None:
+def errorbar_by_budget(ax, axis: EpsilonAxis, df: pd.DataFrame, column: str, label: str, **style) -> None:
     stats = by_budget(df, column)
     if len(stats):
-        _errorbar(ax, axis.x(stats["epsilon"]), stats["mean"], stats["std"], label,
+        errorbar(ax, axis.x(stats["epsilon"]), stats["mean"], stats["std"], label,
                   _eps_max=float(stats["epsilon"].max()), **style)
 
 
-def _series_label(sweeps: list[str], sweep: str, name: str) -> str:
+def series_label(sweeps: list[str], sweep: str, name: str) -> str:
     """A legend label: the series name, prefixed with its sweep when a figure shows several."""
     return f"{sweep}: {name}" if len(sweeps) > 1 else name
 
@@ -139,18 +139,18 @@ def utility(runs: dict[str, pd.DataFrame], path: Path, tuned: dict[str, pd.DataF
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, column, title in ((axes[0], "test_accuracy", "test accuracy"), (axes[1], "test_auroc", "test AUROC")):
         for i, (sweep, df) in enumerate(runs.items()):
-            _errorbar_by_budget(ax, axis, df, column, sweep, **_series_style(i))
+            errorbar_by_budget(ax, axis, df, column, sweep, **series_style(i))
         for i, (sweep, df) in enumerate(tuned.items()):
             values = df[column].dropna()
             if len(values):
                 ax.errorbar([axis.infinity_at + 0.25], [values.mean()], yerr=[values.std(ddof=1) if len(values) > 1 else 0.0],
                             marker="*", markersize=11, linestyle="none", capsize=3, color="0.25",
-                            label=plain_text(_series_label(list(runs), sweep, "tuned non-private recipe")))
+                            label=plain_text(series_label(list(runs), sweep, "tuned non-private recipe")))
         axis.style(ax)
         ax.set_ylabel(f"{title} (fraction)")
         ax.set_title(f"{title} vs privacy budget")
-        _legend(ax)
-    return _save(fig, path)
+        legend(ax)
+    return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -172,8 +172,8 @@ def verdict_grid(runs: dict[str, pd.DataFrame], points: dict[str, list], path: P
     """
     import textwrap
 
-    from .report.verdicts import point_verdict, threats_run, worst_case_ran
-    from .threats import WORST_CASE
+    from .verdicts import point_verdict, threats_run, worst_case_ran
+    from ..threats import WORST_CASE
 
     panels = []
     for sweep, frame in runs.items():
@@ -219,112 +219,10 @@ def verdict_grid(runs: dict[str, pd.DataFrame], points: dict[str, list], path: P
             spine.set_visible(False)
         if len(panels) > 1:
             ax.set_title(plain_text(sweep), fontsize=9, loc="left")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- membership
-def membership(attacks: pd.DataFrame, path: Path) -> Path:
-    """AUC and TPR at the lowest FPR level per attack against ε, with chance and the DP bound.
-
-    ``attacks``: one row per (sweep, run, attack) with columns sweep, epsilon, attack, auc,
-    auc_lo, auc_hi, tpr_low, fpr_low, delta, epsilon_spent.
-    """
-    axis = EpsilonAxis(attacks["epsilon"])
-    sweeps = list(dict.fromkeys(attacks["sweep"]))
-    names = list(dict.fromkeys(attacks["attack"]))
-    colours = {a: plt.cm.tab10(i % 10) for i, a in enumerate(names)}
-    fpr_level = float(attacks["fpr_low"].iloc[0])
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for i, sweep in enumerate(sweeps):
-        for name in names:
-            part = attacks[(attacks["sweep"] == sweep) & (attacks["attack"] == name)]
-            if part.empty:
-                continue
-            label = _series_label(sweeps, sweep, name)
-            style = {**_series_style(i), "color": colours[name]}
-            auc = part.groupby("epsilon")[["auc", "auc_lo", "auc_hi"]].mean().reset_index()
-            yerr = np.vstack([auc["auc"] - auc["auc_lo"], auc["auc_hi"] - auc["auc"]]).clip(min=0)
-            _errorbar(axes[0], axis.x(auc["epsilon"]), auc["auc"], yerr, label, _eps_max=float(auc["epsilon"].max()), **style)
-            _errorbar_by_budget(axes[1], axis, part, "tpr_low", label, **style)
-    axes[0].axhline(0.5, color="0.3", linewidth=1, linestyle="--", label="chance (AUC 0.5)")
-    axes[0].set_ylabel("membership attack AUC")
-    levels = sorted({float(c) for c in attacks["confidence"]}) if "confidence" in attacks else [0.95]
-    level = "/".join(f"{100 * c:.3g}%" for c in levels)
-    axes[0].set_title(f"AUC (error bars: mean {level} CI over seeds)")
-    axes[1].axhline(fpr_level, color="0.3", linewidth=1, linestyle="--", label=f"chance (TPR = FPR = {fpr_level:g})")
-    grid = axis.finite_grid()
-    if len(grid):
-        delta = float(attacks["delta"].max())
-        axes[1].plot(axis.x(grid), dp_tpr_bound(fpr_level, grid, delta), color="crimson", linewidth=1.5,
-                     label=f"DP bound e^ε·FPR + δ (δ = {delta:g})")
-    axes[1].set_yscale("symlog", linthresh=fpr_level / 10)
-    axes[1].set_ylim(0, 1.05)
-    axes[1].set_ylabel(f"TPR at FPR = {100 * fpr_level:g}% (symlog)")
-    axes[1].set_title(f"TPR at {100 * fpr_level:g}% FPR (error bars: std over seeds)")
-    for ax in axes:
-        axis.style(ax)
-        _legend(ax)
-    return _save(fig, path)
-
-
-def roc_curves(curves: pd.DataFrame, path: Path) -> Path:
-    """Log-log ROC curves, one panel per (sweep, budget), with chance and TPR ≤ min(1, e^ε·FPR + δ).
-
-    ``curves``: one row per (sweep, epsilon, seed, attack) with columns fpr, tpr (arrays),
-    epsilon_spent, delta.
-    """
-    panels = curves[["sweep", "epsilon"]].drop_duplicates().sort_values(["sweep", "epsilon"], key=_sweep_order(curves))
-    sweeps = list(dict.fromkeys(curves["sweep"]))
-    budgets = sorted(set(curves["epsilon"]))
-    names = list(dict.fromkeys(curves["attack"]))
-    colours = {a: plt.cm.tab10(i % 10) for i, a in enumerate(names)}
-    floor = _roc_floor(curves)
-    fig, axes = plt.subplots(len(sweeps), len(budgets), figsize=(3.3 * len(budgets), 3.2 * len(sweeps)), squeeze=False)
-    for ax in axes.ravel():
-        ax.set_visible(False)
-    for _, (sweep, eps) in panels.iterrows():
-        ax = axes[sweeps.index(sweep), budgets.index(eps)]
-        ax.set_visible(True)
-        part = curves[(curves["sweep"] == sweep) & (curves["epsilon"] == eps)]
-        labelled = set()
-        for _, row in part.iterrows():
-            fpr, tpr = np.asarray(row["fpr"], float), np.asarray(row["tpr"], float)
-            keep = (fpr > 0) & (tpr > 0)
-            label = None if row["attack"] in labelled else plain_text(row["attack"])
-            labelled.add(row["attack"])
-            ax.plot(fpr[keep], tpr[keep], color=colours[row["attack"]], linewidth=1.2, alpha=0.8, label=label)
-        grid = np.logspace(math.log10(floor), 0, 200)
-        ax.plot(grid, grid, color="0.4", linestyle="--", linewidth=1, label="chance")
-        spent = float(part["epsilon_spent"].max())
-        if math.isfinite(spent):
-            delta = float(part["delta"].max())
-            ax.plot(grid, dp_tpr_bound(grid, spent, delta), color="crimson", linewidth=1.5,
-                    label=f"DP bound (ε = {spent:.3g})")
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlim(floor, 1)
-        ax.set_ylim(floor, 1.05)
-        ax.grid(True, which="major", alpha=0.3)
-        title = "ε = ∞ (non-private)" if math.isinf(eps) else f"ε = {store.format_epsilon(eps)}"
-        ax.set_title(plain_text(f"{sweep}: {title}" if len(sweeps) > 1 else title), fontsize=9)
-        ax.set_xlabel("false positive rate (log)")
-        ax.set_ylabel("true positive rate (log)")
-        _legend(ax, loc="lower right")
-    fig.subplots_adjust(wspace=0.35, hspace=0.45)
-    return _save(fig, path)
-
-
-def _sweep_order(curves: pd.DataFrame):
-    order = {s: i for i, s in enumerate(dict.fromkeys(curves["sweep"]))}
-    return lambda col: col.map(order) if col.name == "sweep" else col
-
-
-def _roc_floor(curves: pd.DataFrame) -> float:
-    """Lower end of the log axes: the smallest positive FPR of any curve, at most 1e-3."""
-    smallest = [min((f for f in fpr if f > 0), default=1e-3) for fpr in curves["fpr"]]
-    return float(min([1e-3, *smallest]))
-
-
 def empirical_epsilon(runs: pd.DataFrame, path: Path, audits: dict[str, str] | None = None) -> Path:
     """Accountant ε (upper bound) beside the empirical lower bounds from the membership attacks and the audits.
 
@@ -348,81 +246,19 @@ def empirical_epsilon(runs: pd.DataFrame, path: Path, audits: dict[str, str] | N
         part = runs[runs["sweep"] == sweep].assign(epsilon_spent=lambda d: d["epsilon_spent"].replace(np.inf, np.nan))
         for column, name, colour in series:
             if column in part and part[column].notna().any():
-                _errorbar_by_budget(ax, axis, part, column, _series_label(sweeps, sweep, name), color=colour,
-                                    **_series_style(i))
-    return _save_epsilon_plot(fig, ax, axis, "Empirical lower bounds vs the accountant's ε (∞ for non-private runs: not drawn)", path)
+                errorbar_by_budget(ax, axis, part, column, series_label(sweeps, sweep, name), color=colour,
+                                    **series_style(i))
+    return save_epsilon_plot(fig, ax, axis, "Empirical lower bounds vs the accountant's ε (∞ for non-private runs: not drawn)", path)
 
 
-def _save_epsilon_plot(fig, ax, axis: "EpsilonAxis", title: str, path: Path) -> Path:
+def save_epsilon_plot(fig, ax, axis: "EpsilonAxis", title: str, path: Path) -> Path:
     """Finish and save a plot of ε (symlog) against the target budget."""
     ax.set_yscale("symlog", linthresh=1.0)
     ax.set_ylabel("ε (symlog scale)")
     ax.set_title(title)
     axis.style(ax, "target privacy budget ε (log scale)")
-    _legend(ax)
-    return _save(fig, path)
-
-
-def whitebox(runs: pd.DataFrame, bounds: list[tuple[str, str, str]], path: Path) -> Path:
-    """The white-box audit's ε lower bounds (each analysis and observation) against the accountant's
-    ε, with the ceiling each analysis reaches on the idealised mechanism.
-
-    ``runs``: one row per run with sweep, epsilon, epsilon_spent and the columns of ``bounds``:
-    (bound column, ceiling column, label), e.g. whitebox_all_iterates_fdp_dpsgd_epsilon_lb.
-    """
-    axis = EpsilonAxis(runs["epsilon"])
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
-    sweeps = list(dict.fromkeys(runs["sweep"]))
-    for i, sweep in enumerate(sweeps):
-        part = runs[runs["sweep"] == sweep].assign(epsilon_spent=lambda d: d["epsilon_spent"].replace(np.inf, np.nan))
-        _errorbar_by_budget(ax, axis, part, "epsilon_spent", _series_label(sweeps, sweep, "accountant ε (upper bound)"),
-                            color="black", **_series_style(i))
-        for j, (bound, ceiling, label) in enumerate(bounds):
-            colour = plt.cm.tab10(j % 10)
-            if bound in part and part[bound].notna().any():
-                _errorbar_by_budget(ax, axis, part, bound, _series_label(sweeps, sweep, label), color=colour, **_series_style(i))
-            if ceiling in part and part[ceiling].notna().any():
-                _errorbar_by_budget(ax, axis, part, ceiling, _series_label(sweeps, sweep, f"ceiling, {label}"), color=colour,
-                                    linestyle=":", marker="x", alpha=0.7)
-    return _save_epsilon_plot(fig, ax, axis, "White-box audit: empirical ε vs the accountant's ε and the idealised ceiling", path)
-
-
-# ----------------------------------------------------------------------------- reconstruction
-def reconstruction(runs: pd.DataFrame, attacks: pd.DataFrame, path: Path) -> Path:
-    """Reconstruction success against ε with the ReRo bounds γ from the records.
-
-    ``attacks``: one row per (sweep, run, attack) with columns sweep, epsilon, attack, rero
-    (rero_best: the share of images reconstructed past η). ``runs``: one row per run with columns sweep,
-    epsilon, prior_aware_success, prior_aware_chance, rero_bound_train, rero_bound_prior.
-    """
-    axis = EpsilonAxis(runs["epsilon"])
-    fig, ax = plt.subplots(figsize=(8, 4.4))
-    sweeps = list(dict.fromkeys(runs["sweep"]))
-    names = list(dict.fromkeys(attacks["attack"])) if len(attacks) else []
-    colours = {a: plt.cm.tab10(i % 10) for i, a in enumerate(names)}
-    for i, sweep in enumerate(sweeps):
-        style = _series_style(i)
-        for name in names:
-            part = attacks[(attacks["sweep"] == sweep) & (attacks["attack"] == name)]
-            label = _series_label(sweeps, sweep, f"{name}: ReRo@η")
-            _errorbar_by_budget(ax, axis, part, "rero_best", label, color=colours[name], **style)
-        part = runs[runs["sweep"] == sweep]
-        for column, name, colour in (
-            ("rero_bound_train", "ReRo bound γ, κ = 1/N (train set prior)", "crimson"),
-            ("prior_aware_success", "prior-aware attack success", "tab:purple"),
-            ("rero_bound_prior", "ReRo bound γ, κ = 1/n (candidate prior)", "black"),
-            ("prior_aware_chance", "chance for the prior-aware attack (1/n)", "0.5"),
-        ):
-            if column in part and part[column].notna().any():
-                lw = 2.0 if column.startswith("rero_bound") else 1.2
-                _errorbar_by_budget(ax, axis, part, column, _series_label(sweeps, sweep, name), color=colour, linewidth=lw,
-                                    **{**style, "linestyle": ":" if column.endswith("chance") else style["linestyle"]})
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("success probability / share of images")
-    ax.set_title("Reconstruction success vs the ReRo bound")
-    axis.style(ax)
-    _legend(ax, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
+    legend(ax)
+    return save(fig, path)
 
 
 # ----------------------------------------------------------------------------- per class
@@ -444,12 +280,12 @@ def per_class(classes: pd.DataFrame, path: Path) -> Path:
         for i, sweep in enumerate(sweeps):
             for name in names:
                 part = classes[(classes["sweep"] == sweep) & (classes["class_name"] == name)]
-                label = _series_label(sweeps, sweep, name)
-                _errorbar_by_budget(ax, axis, part, column, label, color=colours[name], **_series_style(i))
+                label = series_label(sweeps, sweep, name)
+                errorbar_by_budget(ax, axis, part, column, label, color=colours[name], **series_style(i))
         ax.set_ylabel(ylabel)
         axis.style(ax)
-        _legend(ax)
+        legend(ax)
     axes[1].axhline(0.5, color="0.3", linewidth=1, linestyle="--")
     axes[0].set_title("Utility per class")
     axes[1].set_title("Membership risk per class (0.5 = no signal)")
-    return _save(fig, path)
+    return save(fig, path)

@@ -1,4 +1,4 @@
-"""The run record's summary: the one place where a run's numbers become the sweep table's columns.
+"""The run's summary: the one place where a run's numbers become the sweep table's columns.
 
 ``summarise(record)`` is computed once, when the run is recorded; ``table.csv`` is the summaries of
 the sweep's runs, and the report reads those columns and never recomputes them. One quantity, one
@@ -6,11 +6,12 @@ name:
 
 * ``epsilon``: the target ε of the run (the sweep axis; inf for non-private); ``epsilon_spent``:
   the accountant's ε at the σ, q and T actually used; ``epsilon_planned`` is in the record only.
-* each attack contributes its registry entry's columns (benchmark/registry.py), e.g.
+* each attack contributes its typed result's columns (benchmark/families), e.g.
   ``mia_<variant>_auc``, ``audit_epsilon_lb``, ``recon_<attack>_rero_psnr``;
-* the best over attacks: ``mia_best_auc``, ``mia_best_tpr_at_0.1%fpr``, ``mia_best_epsilon_lb``,
-  ``mia_best_epsilon_ceiling`` (the largest bound the membership protocol's guesses allow) and
-  ``recon_best_rero`` (the largest ReRo@η by PSNR over the reconstruction attacks);
+* each family's bests over its attacks: ``mia_best_auc``, ``mia_best_tpr_at_0.1%fpr``,
+  ``mia_best_epsilon_lb``, ``mia_best_epsilon_ceiling`` (the largest bound the membership
+  protocol's guesses allow) and ``recon_best_rero`` (the largest ReRo@η by PSNR over the
+  reconstruction attacks);
 * ``reference``: empty for a DP run; for ε = ∞, which non-private reference the run is:
   ``same_recipe`` (the DP recipe without clipping and noise; every Δ of the report is against it)
   or ``tuned`` (the non-private recipe, ``train.nonprivate``);
@@ -18,8 +19,8 @@ name:
   model (benchmark/threats.py, benchmark/chance.py): ``beats chance``, ``no attack beat chance``
   or ``not run``, and the result that decided it; ``worst_case_epsilon_lb`` and
   ``worst_case_tightness`` (that bound ÷ the accountant's ε) for the worst-case audit;
-* ``epsilon_lb_max``: the largest of all the run's ε lower bounds (every column ending in
-  ``_epsilon_lb``). Each is computed at the run's α divided by their number, so this maximum is a
+* ``epsilon_lb_max``: the largest of all the run's ε lower bounds (each family says which its
+  results hold). Each is computed at the run's α divided by their number, so this maximum is a
   lower bound at level α; DP requires it to stay at or below ``epsilon_spent``.
 """
 
@@ -27,10 +28,9 @@ from __future__ import annotations
 
 import math
 
+from . import registry
 from .chance import threat_columns
-from .registry import ATTACKS, load
-
-BOUND_SUFFIX = "_epsilon_lb"
+from .families import ordered
 
 
 def base_columns(record: dict) -> dict:
@@ -52,37 +52,28 @@ def utility_columns(record: dict) -> dict:
 
 
 def attack_columns(record: dict) -> dict:
-    """Each attack's own columns (its registry entry says which), then the bests over attacks."""
-    load()
+    """Each attack's own columns, then each family's bests, the largest ε lower bound, the verdicts
+    and the ReRo bounds."""
+    results = registry.read_results(record.get("attacks") or {})
     row: dict = {}
-    for name, result in (record.get("attacks") or {}).items():
-        row.update(ATTACKS[name].columns(name, result))
-    row.update(_bests(record, row))
-    row.update(threat_columns(record.get("attacks") or {}, record["privacy"]["epsilon_spent"]))
-    bounds = record.get("bounds")
+    for name, result in results.items():
+        row.update(result.columns(name))
+    bounds: list[float] = []
+    for family in ordered():
+        mine = {name: r for name, r in results.items() if registry.ATTACKS[name].family is family}
+        if mine:
+            row.update(family.bests(mine))
+            bounds += [b for name, r in mine.items() for b in family.bounds(name, r)]
+    bounds = [b for b in bounds if not math.isnan(b)]
     if bounds:
-        row["rero_bound_prior"] = bounds["rero_prior"]["gamma"]
-        row["rero_bound_train"] = bounds["rero_train"]["gamma"]
-        row["rero_bound_step"] = bounds["rero_step"]["gamma"]
-    return row
-
-
-def _bests(record: dict, row: dict) -> dict:
-    out: dict = {}
-    membership = [variant for name, result in (record.get("attacks") or {}).items() if ATTACKS[name].family == "membership"
-                  for variant in result["variants"].values()]
-    if membership:
-        out["mia_best_auc"] = max(m["auc"] for m in membership)
-        out["mia_best_tpr_at_0.1%fpr"] = max(m["tpr_at_fpr"][0] for m in membership)
-        out["mia_best_epsilon_lb"] = max(m["empirical_epsilon"]["epsilon_lb"] for m in membership)
-        out["mia_best_epsilon_ceiling"] = max(m["empirical_epsilon"]["epsilon_ceiling"] for m in membership)
-    rero = [v for k, v in row.items() if k.startswith("recon_") and k.endswith("_rero_psnr")]
+        row["epsilon_lb_max"] = max(bounds)
+    row.update(threat_columns(results, record["privacy"]["epsilon_spent"]))
+    rero = record.get("bounds")
     if rero:
-        out["recon_best_rero"] = max(rero)
-    bounds = [v for k, v in row.items() if k.endswith(BOUND_SUFFIX) and not math.isnan(v)]
-    if bounds:
-        out["epsilon_lb_max"] = max(bounds)
-    return out
+        row["rero_bound_prior"] = rero["rero_prior"]["gamma"]
+        row["rero_bound_train"] = rero["rero_train"]["gamma"]
+        row["rero_bound_step"] = rero["rero_step"]["gamma"]
+    return row
 
 
 def summarise(record: dict) -> dict:
