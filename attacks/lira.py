@@ -42,9 +42,20 @@ from scipy.stats import norm
 from .membership_signals import logit_confidence, reference_queries
 from .settings import Validated, choice, flag
 
+# Carlini et al.'s fixed-variance variant is the better choice with few shadow models: below this
+# many, variance=auto pools one variance per group (the sweep's LiRA, the audit's references, the tail)
+FIXED_VARIANCE_BELOW = 64
+
+
+def fixed_variance_for(variance: str, n_models: int) -> bool:
+    """Whether ``variance`` (auto, fixed, per_sample / per_record) means one pooled variance per
+    group, for ``n_models`` shadow or reference models."""
+    return variance == "fixed" or (variance == "auto" and n_models < FIXED_VARIANCE_BELOW)
+
+
 # Floor on Gaussian standard deviations fitted to scaled confidences: a zero variance (identical
 # shadow outputs) would turn log-densities into ±inf and the scores into NaN.
-_MIN_STD = 1e-6
+MIN_STD = 1e-6
 
 
 @dataclass
@@ -64,8 +75,9 @@ class LiRAConfig(Validated):
             raise ValueError("online and offline are both false; enable one or drop lira from attack=[…]")
 
 
-class _GaussianFit:
-    """Per-sample Gaussian fits of φ over the shadow models in one group (IN or OUT).
+class GaussianFit:
+    """Per-sample Gaussian fits of φ over the shadow models in one group (IN or OUT); also the
+    per-record fits of attacks/privacy_tail.py.
 
     Attributes (A = number of queries):
         count (N,): shadows in the group for each sample.
@@ -86,14 +98,14 @@ class _GaussianFit:
         self.pooled_var = squared_residuals.sum(axis=0) / degrees_of_freedom if degrees_of_freedom > 0 else None
 
 
-def _lira_std(fit: _GaussianFit, fallback_var: np.ndarray, fixed_variance: bool) -> np.ndarray:
+def fitted_std(fit: GaussianFit, fallback_var: np.ndarray, fixed_variance: bool) -> np.ndarray:
     """(N, A) standard deviations: per-sample where ≥ 2 shadows, else (or if fixed) the global one."""
     global_var = fit.pooled_var if fit.pooled_var is not None else fallback_var
     if fixed_variance:
         var = np.broadcast_to(global_var, fit.mean.shape)
     else:
         var = np.where((fit.count >= 2)[:, None], fit.per_sample_var, global_var)
-    return np.maximum(np.sqrt(var), _MIN_STD)
+    return np.maximum(np.sqrt(var), MIN_STD)
 
 
 def lira_attack(
@@ -121,12 +133,12 @@ def lira_attack(
     target, labels, shadows, shadow_member = reference_queries(target_logits, labels, shadow_logits, shadow_member, "shadow")
     phi_target = logit_confidence(target, labels[:, None])  # (N, A)
     phi_shadow = logit_confidence(shadows, labels[:, None])  # (S, N, A)
-    fit_out = _GaussianFit(phi_shadow, ~shadow_member)
+    fit_out = GaussianFit(phi_shadow, ~shadow_member)
     if not (fit_out.count > 0).any():
         raise ValueError("shadow_member is True everywhere; LiRA needs shadow models that did not train on the samples")
     if not online:
         return _offline_scores(phi_target, phi_shadow, shadow_member, fit_out, fixed_variance)
-    fit_in = _GaussianFit(phi_shadow, shadow_member)
+    fit_in = GaussianFit(phi_shadow, shadow_member)
     if not (fit_in.count > 0).any():
         raise ValueError(
             "shadow_member is False everywhere; online LiRA needs IN shadows (use online=False for OUT-only shadows)"
@@ -135,19 +147,19 @@ def lira_attack(
 
 
 def _offline_scores(
-    phi_target: np.ndarray, phi_shadow: np.ndarray, shadow_member: np.ndarray, fit_out: _GaussianFit, fixed_variance: bool
+    phi_target: np.ndarray, phi_shadow: np.ndarray, shadow_member: np.ndarray, fit_out: GaussianFit, fixed_variance: bool
 ) -> np.ndarray:
     """−log Pr[Z > T], T the standardised deviation from the OUT fits combined over the A queries."""
     has_out = fit_out.count > 0
     # The offline threat model never looks at IN shadows, not even for a fallback variance.
-    std_out = _lira_std(fit_out, phi_shadow[~shadow_member].var(axis=0), fixed_variance)
+    std_out = fitted_std(fit_out, phi_shadow[~shadow_member].var(axis=0), fixed_variance)
     mean_out = np.where(has_out[:, None], fit_out.mean, fit_out.mean[has_out].mean(axis=0))
     standardised = ((phi_target - mean_out) / std_out).sum(axis=1) / np.sqrt(phi_target.shape[1])
     return -norm.logsf(standardised)
 
 
 def _online_scores(
-    phi_target: np.ndarray, phi_shadow: np.ndarray, fit_in: _GaussianFit, fit_out: _GaussianFit, fixed_variance: bool
+    phi_target: np.ndarray, phi_shadow: np.ndarray, fit_in: GaussianFit, fit_out: GaussianFit, fixed_variance: bool
 ) -> np.ndarray:
     """Σ_a log N(φ_a; μ_in, σ_in²) − log N(φ_a; μ_out, σ_out²), with the module's fallbacks."""
     has_in, has_out = fit_in.count > 0, fit_out.count > 0
@@ -162,8 +174,8 @@ def _online_scores(
 
     pooled_in = fit_in.pooled_var if fit_in.pooled_var is not None else fit_out.pooled_var
     pooled_out = fit_out.pooled_var if fit_out.pooled_var is not None else fit_in.pooled_var
-    std_in = _lira_std(fit_in, pooled_in if pooled_in is not None else last_resort_var, fixed_variance)
-    std_out = _lira_std(fit_out, pooled_out if pooled_out is not None else last_resort_var, fixed_variance)
+    std_in = fitted_std(fit_in, pooled_in if pooled_in is not None else last_resort_var, fixed_variance)
+    std_out = fitted_std(fit_out, pooled_out if pooled_out is not None else last_resort_var, fixed_variance)
 
     log_ratio = norm.logpdf(phi_target, mean_in, std_in) - norm.logpdf(phi_target, mean_out, std_out)
     return log_ratio.sum(axis=1)

@@ -7,7 +7,8 @@ RMIA in :mod:`.rmia`; training the shadow/reference models and querying them is 
 
 The registry :data:`SCORERS` maps attack names to functions with one calling convention
 (:class:`Scorer`, entries added with :func:`register_scorer`), and
-:func:`score_all_targets` runs one of them with every model of the protocol as the target in turn.
+:func:`score_all_targets` runs one of them with every model of the protocol as the target in turn;
+:func:`score_target` runs one against a single target outside the protocol (a model trained elsewhere).
 This module is the family's front door: the engine imports the attacks' settings and signals from here.
 """
 
@@ -37,6 +38,7 @@ __all__ = [
     "register_scorer",
     "rmia_attack",
     "score_all_targets",
+    "score_target",
 ]
 
 
@@ -214,6 +216,62 @@ def score_all_targets(
         logits, labels, member = _append_population(attack_name, logits, labels, member, population_logits, population_labels)
     is_population = np.arange(logits.shape[1]) >= n_samples
     return _score_each_target(attack, models, logits, labels, member, is_population, n_samples, n_references, seed, options)
+
+
+def score_target(
+    attack_name: str,
+    target_logits: np.ndarray,
+    labels: np.ndarray,
+    reference_logits: np.ndarray,
+    reference_member: np.ndarray,
+    *,
+    target_population_logits: np.ndarray | None = None,
+    reference_population_logits: np.ndarray | None = None,
+    population_labels: np.ndarray | None = None,
+    **options: object,
+) -> np.ndarray:
+    """Score every sample against one target model that is not a model of the protocol.
+
+    A model trained elsewhere (the one ``medprivbench-audit`` audits) has no turn among the
+    protocol's models: it is the only target, and ``reference_logits`` are the auditor's reference
+    models. The target's membership is never an input. For attacks that compare with a population
+    (RMIA), the target's and the references' logits on P images none of them trained on are
+    appended as every reference's non-members, as in :func:`score_all_targets`.
+
+    Args:
+        attack_name: a key of :data:`SCORERS`.
+        target_logits: (N, K) or (N, A, K), the target model's logits.
+        labels: (N,) integer classes.
+        reference_logits: (R, N, K) or (R, N, A, K), R ≥ 1 reference models on the same samples.
+        reference_member: (R, N) bool, True where the sample was in the reference's training set.
+        target_population_logits: (P, K) or (P, A, K), the target on the population images.
+        reference_population_logits: (R, P, K) or (R, P, A, K), the references on them.
+        population_labels: (P,) integer classes of the population images.
+        **options: passed to the attack (see :func:`score_all_targets`).
+
+    Returns:
+        scores (N,), higher = more likely a member of the target's training set.
+    """
+    if attack_name not in SCORERS:
+        raise ValueError(f"attack_name={attack_name!r}; expected one of {sorted(SCORERS)}")
+    attack = SCORERS[attack_name]
+    target = model_queries(target_logits, "target_logits")
+    references = stacked_queries(reference_logits, "reference_logits")
+    if references.shape[1:] != target.shape:
+        raise ValueError(f"reference_logits has per-model shape {references.shape[1:]}; expected {target.shape} like target_logits")
+    n_samples = target.shape[0]
+    logits = np.concatenate([target[None], references])
+    # the target's row is a placeholder: the attack receives the references' membership only
+    member = np.concatenate([np.zeros((1, n_samples), dtype=bool),
+                             membership_matrix(reference_member, references.shape[:2], "reference_member")])
+    if attack.uses_population:
+        population = None
+        if target_population_logits is not None and reference_population_logits is not None:
+            population = np.concatenate([model_queries(target_population_logits, "target_population_logits")[None],
+                                         stacked_queries(reference_population_logits, "reference_population_logits")])
+        logits, labels, member = _append_population(attack_name, logits, labels, member, population, population_labels)
+    is_population = np.arange(logits.shape[1]) >= n_samples
+    return attack(logits[0], labels, logits[1:], member[1:], is_population, **options)[:n_samples]
 
 
 def _score_each_target(attack: Scorer, models: np.ndarray, logits: np.ndarray, labels: np.ndarray,

@@ -9,8 +9,9 @@ and 1% as recommended by Carlini et al., "Membership Inference Attacks From Firs
 Scores follow the convention of :mod:`medprivbench.attacks.membership`: higher = more likely a
 member. This module is where ground truth (``is_member``) meets the attack's scores.
 
-:func:`per_sample_auc` is the per-image risk of the report: the AUC of one image's scores over the
-models of the LiRA protocol (each image in about half of their training sets).
+:func:`per_record_auc` (arrays) and :func:`per_sample_auc` (a saved scores table) are the per-image risk of
+the report: the AUC of one image's scores over the models of the LiRA protocol (each image in about half
+of their training sets).
 """
 
 from __future__ import annotations
@@ -273,19 +274,43 @@ def _point_metrics(scores: np.ndarray, is_member: np.ndarray, levels: np.ndarray
     }
 
 
-def per_sample_auc(scores: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Per training image: how well the scores of ``column`` tell the models that trained on it apart.
+def per_record_auc(values: np.ndarray, member: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per record (column) j of (M, N) scores: how well its scores tell the models that trained on it apart.
 
-    In the LiRA protocol each image j is in the training set of about half of the M models. With
-    s_m the score of image j against model m, and I (O) the n_in (n_out) models that had (had not)
-    the image in their training set,
+    In the LiRA protocol each record j is in the training set of about half of the M models. With
+    s_m the score of record j against model m, and I (O) the n_in (n_out) models that had (had not)
+    the record in their training set,
 
         AUC_j = 1/(n_in·n_out) · Σ_{m ∈ I} Σ_{m' ∈ O} (1{s_m > s_m'} + ½·1{s_m = s_m'}),
 
     the Mann–Whitney statistic, computed from average ranks as (R_in − n_in(n_in + 1)/2)/(n_in·n_out)
-    with R_in the sum of the in-scores' ranks among the image's M scores. 0.5 = no signal; 1 = every
+    with R_in the sum of the in-scores' ranks among the record's M scores. 0.5 = no signal; 1 = every
     'in' score above every 'out' score. Without leakage all orderings of the M scores are equally
-    likely (no ties), so AUC_j = 1 happens by chance with probability p_perfect = 1/C(n_in + n_out, n_in).
+    likely (no ties), so AUC_j = 1 happens by chance with probability 1/C(n_in + n_out, n_in).
+
+    Args:
+        values: (M, N) finite scores, higher = more likely a member.
+        member: (M, N) bool, True where record j was in model m's training set.
+
+    Returns:
+        (auc, n_in, n_out), each (N,); auc is NaN for a record never in or never out.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    member = np.asarray(member, dtype=bool)
+    if values.ndim != 2 or member.shape != values.shape:
+        raise ValueError(f"values has shape {values.shape} and member {member.shape}; expected two equal (models, records) shapes")
+    ranks = rankdata(values, axis=0)
+    n_in = member.sum(0)
+    n_out = member.shape[0] - n_in
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = ((ranks * member).sum(0) - n_in * (n_in + 1) / 2) / (n_in * n_out)
+    return auc, n_in, n_out
+
+
+def per_sample_auc(scores: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Per training image: :func:`per_record_auc` of the scores of ``column`` over the models of the protocol.
+
+    Without leakage AUC_j = 1 happens by chance with probability p_perfect = 1/C(n_in + n_out, n_in).
 
     Args:
         scores: one row per (target model, image), as saved with a run (``membership_scores.parquet``):
@@ -301,11 +326,8 @@ def per_sample_auc(scores: pd.DataFrame, column: str) -> pd.DataFrame:
         raise ValueError(f"scores have no column {column!r}; expected one of {', '.join(map(str, scores.columns))}")
     value = scores.pivot(index="target_model", columns="sample", values=column)
     member = scores.pivot(index="target_model", columns="sample", values="member").astype(bool).to_numpy()
-    ranks = rankdata(value.to_numpy(float), axis=0)
-    n_in = member.sum(0)
-    n_out = member.shape[0] - n_in
+    auc, n_in, n_out = per_record_auc(value.to_numpy(float), member)
     with np.errstate(invalid="ignore", divide="ignore"):
-        auc = ((ranks * member).sum(0) - n_in * (n_in + 1) / 2) / (n_in * n_out)
         gap = (np.where(member, value, 0).sum(0) / n_in) - (np.where(~member, value, 0).sum(0) / n_out)
     labels = scores.groupby("sample")["label"].first().reindex(value.columns)
     return pd.DataFrame({"sample": value.columns.to_numpy(), "label": labels.to_numpy(), "auc": auc, "gap": gap,

@@ -45,18 +45,32 @@ def audit_outputs(
         >>> 0.6 < result["auc"] < 0.75
         True
     """
+    return loss_audit(member, logits=logits, labels=labels, losses=losses, delta=delta, alpha=alpha, seed=seed)[0]
+
+
+def loss_audit(member, *, logits=None, labels=None, losses=None, delta: float = 1e-5, alpha: float = 0.05,
+               seed: int = 0) -> tuple[dict, np.ndarray]:
+    """:func:`audit_outputs`' result and the loss attack's score of each sample (−loss)."""
     member = _checked_member(member)
     if (losses is None) == (logits is None):
         raise ConfigError("give either losses or logits (with labels), not both and not neither")
     scores = _scores_of_losses(losses, member) if losses is not None else _scores_of_logits(logits, labels, member)
-    metrics = roc_metrics(scores, member, seed=seed, confidence=1.0 - alpha)
+    result = attack_metrics("loss", scores, member, alpha=alpha, seed=seed)
     bound = empirical_epsilon(scores, member, delta, alpha=alpha, seed=seed)
+    result.update({"epsilon_lb": bound["epsilon_lb"], "delta": delta, "alpha": alpha})
+    return result, scores
+
+
+def attack_metrics(attack: str, scores: np.ndarray, member: np.ndarray, *, alpha: float, seed: int) -> dict:
+    """One attack's ROC metrics on one target (:func:`~medprivbench.attacks.mia_metrics.roc_metrics`):
+    AUC and TPR at 0.1 % and 1 % FPR, each with a bootstrap interval at confidence 1 − ``alpha``
+    (members and non-members resampled apart), and the ROC curve."""
+    metrics = roc_metrics(scores, member, fpr_levels=(0.001, 0.01), seed=seed, confidence=1.0 - alpha)
     return {
-        "attack": "loss", "n_members": int(member.sum()), "n_nonmembers": int((~member).sum()),
+        "attack": attack, "n_members": int(member.sum()), "n_nonmembers": int((~member).sum()),
         "auc": metrics["auc"], "auc_ci": metrics["auc_ci"],
         "tpr_at_0.1%fpr": metrics["tpr_at_fpr"][0], "tpr_at_1%fpr": metrics["tpr_at_fpr"][1],
-        "tpr_at_fpr_ci": metrics["tpr_at_fpr_ci"],
-        "epsilon_lb": bound["epsilon_lb"], "delta": delta, "alpha": alpha, "roc_curve": metrics["roc_curve"],
+        "tpr_at_fpr_ci": metrics["tpr_at_fpr_ci"], "roc_curve": metrics["roc_curve"],
     }
 
 

@@ -1,4 +1,5 @@
-"""Membership inference on a trained run: the shared LiRA protocol and the loss, LiRA and RMIA entries.
+"""Membership inference on a trained run: the shared LiRA protocol, the loss, LiRA and RMIA entries, and the
+privacy tail (the share of images whose own membership risk is high, on the same pool).
 
 Glue between the models trained by benchmark/shadow.py and the pure scoring and statistics in
 ``medprivbench.attacks``. The attacks see logits (and, for the shadow-based ones, the shadow
@@ -18,11 +19,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medprivbench.attacks import auditing, membership, mia_metrics
+from medprivbench.attacks import auditing, lira, membership, mia_metrics, privacy_tail
 
 from .errors import ConfigError
 from .families import family
 from .families.membership import MembershipResult, VariantMetrics
+from .families.tail import TailResult, TailShare
 from .progress import count_bar
 from .registry import ATTACKS, Attack, register_attack
 from .shadow import QUERIES, PoolResult, pool_workers, train_pool
@@ -188,7 +190,7 @@ class LiRA(MembershipAttack):
     def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
         n_shadows = int(ctx.cfg.membership.num_models) - 1
         # the fixed-variance variant for few shadows (Carlini et al.)
-        fixed = settings.variance == "fixed" or (settings.variance == "auto" and n_shadows < 64)
+        fixed = lira.fixed_variance_for(settings.variance, n_shadows)
         return {key: (key, {"fixed_variance": fixed}) for key in self.variants(settings)}
 
     def check(self, settings, cfg) -> None:
@@ -221,3 +223,64 @@ class RMIA(MembershipAttack):
                 f"membership.num_models={m} leaves {m - 2} reference models (one target, one held out), too few for "
                 f"attack.rmia.n_references={settings.n_references}{' (online needs twice as many)' if settings.online else ''}; "
                 f"use num_models ≥ {need + 2}")
+
+
+# ----------------------------------------------------------------------------- the privacy tail
+TAIL_FILE = "tail_records.parquet"  # per-image values of the tail (report/tail_risk.py reads it back)
+TAIL_MIN_MODELS = 4
+
+
+@register_attack
+class PrivacyTailAttack(Attack):
+    """The share of images whose per-record risk over the pool is high, against membership permuted
+    across the pool's models (attacks/privacy_tail.py)."""
+
+    name, label, schema = "tail", "privacy tail (per-record risk)", privacy_tail.PrivacyTailConfig
+    family, threat = family("tail"), "black_box"
+    threat_model = ("black box, per image: the scaled confidence of each pool model on the image (and its flip), "
+                    "knowing which models trained on it; the share of images whose in and out scores separate, "
+                    "against chance given by permuting that membership across the models")
+
+    def run(self, ctx, settings) -> TailResult:
+        pool = ctx.shared("membership", MembershipProtocol).pool
+        m = pool.member.shape[0]
+        shares = 2  # one per criterion: their intervals share α (Bonferroni)
+        analysis = privacy_tail.privacy_tail(
+            privacy_tail.record_scores(pool.logits, pool.labels), pool.member, auc_threshold=settings.auc_threshold,
+            tpr_threshold=settings.tpr_threshold, fpr=settings.fpr, permutations=settings.permutations,
+            fixed_variance=privacy_tail.fixed_variance_for(settings.variance, m), confidence=1.0 - ctx.alpha / shares,
+            seed=ctx.streams.of(self.name).seed_for("statistics"))
+        ctx.writer.write_parquet(TAIL_FILE, tail_table(analysis, pool.labels))
+        risk = analysis.observed
+        exposed = [{"record": int(j), "label": int(pool.labels[j]), "auc": float(risk.auc[j]), "tpr": float(risk.tpr[j])}
+                   for j in analysis.most_exposed(settings.most_exposed)]
+        return TailResult(
+            threat_model=self.threat_model, n_models=m, fpr=analysis.fpr, confidence=analysis.confidence,
+            null_quantile=analysis.null_quantile, permutations=settings.permutations,
+            variance="fixed" if analysis.fixed_variance else "per_record",
+            n_records=next(iter(analysis.shares.values())).n_records,
+            mean_auc=float(np.nanmean(risk.auc)), mean_tpr=float(np.nanmean(risk.tpr)), most_exposed=exposed,
+            records_file=TAIL_FILE,
+            shares={key: TailShare(criterion=s.criterion, threshold=s.threshold, share=s.share, ci=s.ci, count=s.count,
+                                   null_mean=s.null_mean, null_upper=s.null_upper, details={"null_shares": s.null_shares})
+                    for key, s in analysis.shares.items()})
+
+    def check(self, settings, cfg) -> None:
+        check_queries(cfg)
+        m = int(cfg.membership.num_models)
+        # with 3 models an image is in 1 or 2 of them: its AUC is 0, ½ or 1 (1 by chance with probability 1/3)
+        # and one of its Gaussians rests on a single model; from 4 an image can have two models on each side
+        if m < TAIL_MIN_MODELS:
+            raise ConfigError(f"membership.num_models={m} is too small for attack 'tail', which measures each image's risk "
+                              f"over the pool's models; use at least {TAIL_MIN_MODELS} (16 or more for per-record AUCs "
+                              "that chance rarely reaches)")
+
+
+def tail_table(analysis: privacy_tail.TailAnalysis, labels: np.ndarray) -> pd.DataFrame:
+    """Per image and membership assignment (observed, then each permutation): per-record AUC and TPR."""
+    parts = []
+    for index, risk in enumerate([analysis.observed, *analysis.null]):
+        parts.append(pd.DataFrame({
+            "membership": "observed" if index == 0 else "permuted", "permutation": index - 1,
+            "record": np.arange(risk.auc.size), "label": labels, "n_in": risk.n_in, "auc": risk.auc, "tpr": risk.tpr}))
+    return pd.concat(parts, ignore_index=True)

@@ -194,3 +194,29 @@ def preflight(argv: list[str], config_dir: str) -> int:
     finally:
         GlobalHydra.instance().clear()
     return len(points)
+
+
+def compose_point(overrides: list[str], config_dir: str = str(CONFIG_DIR)):
+    """The configuration of one point composed from ``overrides`` with Hydra's compose API and
+    resolved, as :func:`preflight` composes each point of a sweep (the value checks of
+    benchmark/validate.py are the caller's). Raises ConfigError (one line)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from .config import register_configs
+
+    check_overflow(overrides)
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3", job_name="compose"):
+            cfg = compose("config", overrides=list(overrides))
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except USER_ERRORS:
+        raise
+    except Exception as exc:
+        raise ConfigError(_condense(exc)) from exc
+    finally:
+        GlobalHydra.instance().clear()
+    check_infinite_epsilon(cfg, list(overrides))
+    return cfg

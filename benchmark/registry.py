@@ -17,7 +17,7 @@ out), a config ``configs/attack/<name>.yaml`` (``defaults: [<name>_schema@_here_
 one decorated class in an engine module (the attack modules themselves never import the engine).
 Adding a family: one module with a registered :class:`~benchmark.families.base.Family`.
 
-Run order: by family rank (membership, audits, the informed adversary, reconstruction; see each
+Run order: by family rank (membership, the privacy tail, audits, the informed adversary, reconstruction; see each
 family's ``rank``), then in the order the attacks were registered. It is also the order of the
 sweep table's columns and of the report's sections. No result depends on it: every attack draws
 from random streams of its own (benchmark/streams.py), and the membership pool is built by

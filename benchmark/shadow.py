@@ -79,15 +79,15 @@ def pool_workers(setting: int, num_models: int, device) -> int:
 def _train_member(m: int, build: Callable[[Streams], torch.nn.Module], x: np.ndarray, y: np.ndarray, idx: np.ndarray,
                   x_test: np.ndarray, y_test: np.ndarray, x_population: np.ndarray, recipe: DPRecipe, hp: dict,
                   grad_sample_mode: str, queries: list[str], streams: Streams, device, features: np.ndarray | None,
-                  threads: int | None) -> tuple[np.ndarray, np.ndarray, float]:
-    """Pool model m: trained on rows ``idx`` from ``streams.of("pool", m)``; its logits on the
+                  threads: int | None, role: str = "pool") -> tuple[np.ndarray, np.ndarray, float]:
+    """Pool model m: trained on rows ``idx`` from ``streams.of(role, m)``; its logits on the
     training and population images and its test accuracy. Runs in this process or a worker."""
     if threads is not None:
         torch.set_num_threads(threads)
     # workers receive read-only memory maps, which torch cannot wrap; this process's arrays are used as they are
     tensor = lambda a: torch.from_numpy(a if a.flags.writeable else np.array(a))  # noqa: E731
     x_t = tensor(x)
-    model_streams = streams.of("pool", m)
+    model_streams = streams.of(role, m)
     result = train(build(model_streams), x_t[idx], tensor(y)[idx], recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
                    streams=model_streams, device=device, features=None if features is None else tensor(features)[idx])
     logits = query_logits(result.model, x_t, queries, device).astype(np.float32)
@@ -100,10 +100,12 @@ def train_pool(
     *, build: Callable[[Streams], torch.nn.Module], x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor, y_test: np.ndarray,
     x_population: torch.Tensor, y_population: np.ndarray, recipe: DPRecipe, hp: dict, grad_sample_mode: str,
     num_models: int, queries: list[str], streams: Streams, device, progress: Callable | None = None,
-    features: torch.Tensor | None = None, workers: int = 1,
+    features: torch.Tensor | None = None, workers: int = 1, role: str = "pool",
 ) -> PoolResult:
     """Train the M pool models (role ``pool``, model m draws from ``streams.of("pool", m)``) and
     query each on the training images and on the population images (a split none of them saw).
+    ``role`` names the models' streams otherwise: ``reference`` for the reference models with
+    which ``medprivbench-audit`` attacks a model trained elsewhere (benchmark/audit_references.py).
 
     ``workers`` > 1 trains that many models at once in worker processes (joblib's loky backend),
     each with one thread: small models use one core poorly per thread, so M models on W cores
@@ -114,11 +116,11 @@ def train_pool(
     training images and one model.
     """
     start = time.perf_counter()
-    member = draw_membership(num_models, len(y), streams.of("pool").numpy("membership"))
+    member = draw_membership(num_models, len(y), streams.of(role).numpy("membership"))
     arrays = dict(x=x.numpy(), y=y.numpy(), x_test=x_test.numpy(), y_test=np.asarray(y_test),
                   x_population=x_population.numpy(), features=None if features is None else features.numpy())
     common = dict(build=build, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode, queries=queries,
-                  streams=streams, device=device, **arrays)
+                  streams=streams, device=device, role=role, **arrays)
     if workers <= 1:
         results = (_train_member(m, idx=np.flatnonzero(member[m]), threads=None, **common) for m in range(num_models))
     else:

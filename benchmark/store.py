@@ -98,6 +98,42 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def publish_folder(out: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (name → contents) as the folder ``out``, all or nothing.
+
+    The files are written and synced into a private folder beside ``out``, which is then renamed
+    into place: a failure on the way removes it and leaves ``out`` as it was. An existing ``out``
+    (an earlier result the caller may replace) is first moved aside, put back if the rename fails,
+    and deleted once the new folder is in place, so its files never mix with the new ones.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    previous = None
+    staging.mkdir()
+    try:
+        for name, data in files.items():
+            with open(staging / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        if out.exists():
+            previous = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.previous")
+            os.rename(out, previous)
+        try:
+            os.rename(staging, out)
+        except BaseException:
+            if previous is not None:
+                os.rename(previous, out)
+            raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if previous is not None:
+        shutil.rmtree(previous, ignore_errors=True)
+    return out
+
+
 class RunWriter:
     """Collects a run's files in a private folder and publishes them in one rename."""
 

@@ -21,7 +21,8 @@ private only while that seed stays secret. Runs whose models will be released sh
 cryptographically secure generator instead (benchmark/secure_rng.py) and gives up reproducibility.
 
 Roles: ``target`` (the reported model), ``pool`` (membership models, index m), ``audit`` (the
-black-box audit's run) and one role per attack (its name). Purposes: see :data:`PURPOSES`.
+black-box audit's run), ``reference`` (``medprivbench-audit``'s reference models, index k) and one
+role per attack (its name). Purposes: see :data:`PURPOSES`.
 """
 
 from __future__ import annotations

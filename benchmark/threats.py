@@ -43,7 +43,7 @@ class ThreatModel:
 
 THREAT_MODELS: dict[str, ThreatModel] = {t.key: t for t in (
     ThreatModel("black_box", "black box",
-                "query access to the released model (its outputs on chosen images): loss, LiRA, RMIA", True),
+                "query access to the released model (its outputs on chosen images): loss, LiRA, RMIA, the privacy tail", True),
     ThreatModel("curious_server", "curious server",
                 "one client's clipped and noised update, as an honest-but-curious server receives it: gradient "
                 "inversion, DLG", True),

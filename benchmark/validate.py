@@ -90,11 +90,17 @@ def check_device(name: str, *, jobs_run_here: bool = True) -> None:
 def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     """Checks that need no data (``jobs_run_here``: the launcher runs the jobs on this machine)."""
     _validate_dataset(cfg)
+    validate_recipe(cfg)
+    _validate_run(cfg, jobs_run_here)
+    _validate_attacks(cfg)
+
+
+def validate_recipe(cfg) -> None:
+    """The settings that shape one training run, needing no data: privacy.*, model.* and train.*
+    (a sweep's, and the recipe of ``medprivbench-audit``'s reference models)."""
     _validate_privacy(cfg)
     _validate_model(cfg)
     _validate_train(cfg)
-    _validate_run(cfg, jobs_run_here)
-    _validate_attacks(cfg)
 
 
 def _validate_dataset(cfg) -> None:
@@ -225,17 +231,33 @@ def _validate_attacks(cfg) -> None:
 
 def validate_with_data(cfg, n_train: int) -> None:
     """Checks that need the size N of the training set."""
-    from .training import effective_train
+    _check_delta(cfg, n_train)
+    for name in registry.selected(cfg):
+        registry.ATTACKS[name].check_data(registry.settings_of(cfg, name), cfg, n_train)
+    _check_batches_and_budget(cfg, n_train)
 
-    eps = float(cfg.privacy.epsilon)
+
+def validate_recipe_with_data(cfg, n_train: int) -> None:
+    """The recipe's checks that need the size N of the training set (δ < 1/N, batches, a reachable ε)."""
+    _check_delta(cfg, n_train)
+    _check_batches_and_budget(cfg, n_train)
+
+
+def _check_delta(cfg, n_train: int) -> None:
     delta = float(cfg.privacy.delta)
-    if is_private(eps) and not delta < 1.0 / n_train:
+    if is_private(float(cfg.privacy.epsilon)) and not delta < 1.0 / n_train:
         raise ConfigError(
             f"privacy.delta={delta:g} is not below 1/N = {1.0 / n_train:.3g} for N={n_train} training images; "
             f"use a delta below {1.0 / n_train:.3g} (e.g. {10 ** math.floor(math.log10(0.1 / n_train)):g})"
         )
-    for name in registry.selected(cfg):
-        registry.ATTACKS[name].check_data(registry.settings_of(cfg, name), cfg, n_train)
+
+
+def _check_batches_and_budget(cfg, n_train: int) -> None:
+    """Every run's batch fits the training set, and a DP run's ε is reachable with its q and T."""
+    from .training import effective_train
+
+    eps = float(cfg.privacy.epsilon)
+    delta = float(cfg.privacy.delta)
     for reference in ([None] if is_private(eps) else list(cfg.privacy.references)):
         batch = effective_train(cfg.train, eps, reference)["batch_size"]
         if batch > n_train:

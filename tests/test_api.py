@@ -8,6 +8,7 @@ import pickle
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.special import log_softmax
 from sklearn.metrics import roc_auc_score
@@ -122,9 +123,13 @@ def test_audit_command_writes_the_numbers_of_the_api(tmp_path):
     result = run_cli(["--outputs", str(path), "--out", str(tmp_path / "audit")], program="medprivbench-audit")
     assert result.returncode == 0, result.stderr[-800:]
     written = json.loads((tmp_path / "audit" / "audit.json").read_text())
-    assert written["auc"] == pytest.approx(roc_auc_score(MEMBER, -losses), abs=1e-12)
-    assert written["epsilon_lb"] == medprivbench.audit_outputs(MEMBER, losses=losses)["epsilon_lb"]
-    assert (tmp_path / "audit" / "roc.csv").read_text().startswith("fpr,tpr\n")
+    loss = written["attacks"]["loss"]
+    assert list(written["attacks"]) == ["loss"] and "needs reference models" in written["not_run"]["lira"]
+    assert loss["auc"] == pytest.approx(roc_auc_score(MEMBER, -losses), abs=1e-12)
+    assert loss["epsilon_lb"] == medprivbench.audit_outputs(MEMBER, losses=losses)["epsilon_lb"]
+    assert (tmp_path / "audit" / "roc_loss.csv").read_text().startswith("fpr,tpr\n")
+    table = pd.read_parquet(tmp_path / "audit" / "scores.parquet")
+    assert np.array_equal(table["member"], MEMBER) and np.allclose(table["score_loss"], -losses)
 
 
 def test_help_describes_the_application_and_its_groups(tmp_path):
@@ -222,5 +227,5 @@ def test_audit_of_a_model_trained_outside_the_benchmark(tmp_path):
                       "--out", str(out)], program="medprivbench-audit")
     assert result.returncode == 0, result.stderr[-1500:]
     written = json.loads((out / "audit.json").read_text())
-    assert written["auc"] == pytest.approx(by_hand, abs=1e-6)
+    assert written["attacks"]["loss"]["auc"] == pytest.approx(by_hand, abs=1e-6)
     assert written["n_members"] == member.sum() and "| AUC |" in (out / "audit.md").read_text()

@@ -1,7 +1,7 @@
 """The report's sections, in order (:func:`sections`): each writes its headings, text, tables and figures.
 
 The sections that compare budgets (verdicts, summary, headline, utility) come first; then each
-attack family's own section (benchmark/families: membership, audits, the informed adversary,
+attack family's own section (benchmark/families: membership, the privacy tail, audits, the informed adversary,
 reconstruction, and any family registered later, by rank); then the sections across families
 (empirical ε, per-class risk, threat models, metadata). A section reads the shared
 :class:`Context` (the sweeps and the frames built once from their records) and writes into its

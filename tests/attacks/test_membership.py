@@ -388,3 +388,22 @@ def test_score_all_targets_rejects_bad_requests():
         score_all_targets("rmia", logits, labels, member)
     with pytest.raises(TypeError):
         score_all_targets("lira_online", logits, labels, member, gamma=2.0)
+
+
+def test_score_target_scores_a_model_outside_the_protocol_like_its_turn_inside():
+    # a target scored against given references equals its turn as target of the protocol where the
+    # others are exactly those references; its own membership is no input (changing it changes nothing)
+    from medprivbench.attacks.membership import score_target
+
+    logits, labels, member = synthetic_protocol(19, 5, 40, 1.0, 1.0, 1.0)
+    pop = logits[:, :8]
+    for attack, options in (("lira_offline", {"fixed_variance": True}), ("rmia", {"online": False, "offline_a": 0.3})):
+        inside = score_all_targets(attack, logits, labels, member, population_logits=pop, population_labels=labels[:8],
+                                   **options)[0]
+        outside = score_target(attack, logits[0], labels, logits[1:], member[1:], target_population_logits=pop[0],
+                               reference_population_logits=pop[1:], population_labels=labels[:8], **options)
+        np.testing.assert_allclose(outside, inside, rtol=1e-12)
+    with pytest.raises(ValueError, match="population"):
+        score_target("rmia", logits[0], labels, logits[1:], member[1:])
+    with pytest.raises(ValueError, match="per-model shape"):
+        score_target("lira_offline", logits[0, :30], labels[:30], logits[1:], member[1:])

@@ -353,7 +353,7 @@ def test_every_attack_family_has_a_chance_rule_headline_columns_and_a_section():
     from medprivbench.benchmark.families import Family, ordered
 
     registry.load()
-    assert [f.key for f in ordered()] == ["membership", "audit", "prior_aware", "reconstruction"]  # the headline's column order
+    assert [f.key for f in ordered()] == ["membership", "tail", "audit", "prior_aware", "reconstruction"]  # the headline's column order
     for family in ordered():
         for method in ("findings", "intervals", "strongest", "headline_columns", "section"):
             assert getattr(type(family), method) is not getattr(Family, method), (family.key, method)

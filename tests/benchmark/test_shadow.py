@@ -94,6 +94,14 @@ def test_each_pool_model_trains_on_exactly_its_row_of_the_matrix(data, recorded_
     assert not all(np.array_equal(pool.member[0], pool.member[m]) for m in (1, 2))
 
 
+def test_reference_models_draw_from_the_reference_role_streams(data, recorded_training):
+    # medprivbench-audit's reference models: model k from Streams(seed).of("reference", k), never a pool model's
+    pool = shadow.train_pool(build=_build, **data, recipe=RECIPE, hp=HP, grad_sample_mode="hooks", num_models=2,
+                             queries=["identity"], streams=Streams(3), device="cpu", role="reference")
+    assert np.array_equal(pool.member, shadow.draw_membership(2, N, Streams(3).of("reference").numpy("membership")))
+    assert [call["streams"] for call in recorded_training] == [Streams(3, "reference", 0), Streams(3, "reference", 1)]
+
+
 def test_pool_logits_have_one_entry_per_model_image_query_and_class(data):
     calls = []
     pool = _pool(data, num_models=2, progress=lambda done, total: calls.append((done, total)))

@@ -94,7 +94,8 @@ def test_poisson_batches_cannot_be_recomputed_from_the_initial_weights():
 
 def test_no_two_streams_of_a_sweep_coincide():
     roles = {"target": 1, "pool": 64, "audit": 1, "features": 1, "membership": 1, "prior_aware": 1,
-             "gradient_inversion": 1, "dlg": 1, "imprint": 1, "loss": 1, "lira_online": 1, "lira_offline": 1, "rmia": 1}
+             "gradient_inversion": 1, "dlg": 1, "imprint": 1, "loss": 1, "lira_online": 1, "lira_offline": 1, "rmia": 1,
+             "tail": 1}
     seeds = [derive_seed(seed, purpose, role, i) for seed in range(5) for role, count in roles.items()
              for i in range(count) for purpose in PURPOSES]
     assert len(set(seeds)) == len(seeds)

@@ -171,7 +171,7 @@ def test_preflight_refuses_a_2d_only_model_and_volumes_too_small(tmp_path):
 def test_tiny_3d_sweep_runs_every_attack_and_reports_volumes(tmp_path):
     args = ["dataset=synthetic3d", "dataset.size=12", "dataset.n_train=120", "dataset.n_val=40", "dataset.n_test=60",
             "train.epochs=2", "train.batch_size=40", "train.nonprivate.batch_size=40", "train.nonprivate.epochs=2",
-            "progress=off", "membership.num_models=3", "attack.rmia.n_references=1", "attack.lira.online=false",
+            "progress=off", "membership.num_models=4", "attack.rmia.n_references=1", "attack.lira.online=false",
             "sizing.inversion_images=1", "sizing.inversion_iterations=10", "sizing.whitebox_canaries=100",
             "sizing.audit_canaries=40", "sizing.prior_trials=10", "privacy.epsilon=8,inf", f"results_root={tmp_path}",
             "shadow_workers=2", "privacy.references=[same_recipe]"]  # the pool on two worker processes, end to end
@@ -183,7 +183,7 @@ def test_tiny_3d_sweep_runs_every_attack_and_reports_volumes(tmp_path):
     for record in records:
         assert record["dataset"]["image_size"] == [12, 12, 12]
         attacks = record["attacks"]
-        for name in ("loss", "lira", "rmia", "audit", "whitebox", "prior_aware", "gradient_inversion", "imprint"):
+        for name in ("loss", "lira", "rmia", "tail", "audit", "whitebox", "prior_aware", "gradient_inversion", "imprint"):
             assert name in attacks, name
         assert math.isfinite(attacks["gradient_inversion"]["psnr_mean"]) and attacks["gradient_inversion"]["ssim_mean"] <= 1
         if record["privacy"]["epsilon_target"] == math.inf:  # no noise: the imprint attack reads volumes off exactly
