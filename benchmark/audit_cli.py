@@ -12,7 +12,11 @@ beyond its outputs; with an empirical ε lower bound), and, with ``--reference-m
 LiRA and offline RMIA against K reference models the audit trains with ``--recipe`` (the sweep's
 overrides of ``train.*`` and ``privacy.*``) on random halves of the candidates
 (benchmark/audit_references.py). Written to ``<out>/`` all or nothing: audit.json, audit.md,
-roc_<attack>.csv and scores.parquet (benchmark/audit_report.py).
+roc_<attack>.csv and scores.parquet (benchmark/audit_report.py) and, for a model, the audit as one
+run of a results folder (``runs/``, table.csv, report.html/.md; benchmark/audit_record.py), so that
+``medprivbench-report <out> <sweep>`` sets the model beside a sweep of the same data. The audit
+does not know the model's ε: ``--epsilon`` is the user's claim, recorded as the run's ε (default
+∞: not stated or not private), and what the model's training was (σ, q, T, C) is recorded unknown.
 
 The case of TensorFlow Privacy's ``AttackInputData(loss_train, loss_test, …)``: a file of
 per-sample losses, or logits with labels, and which samples were training members. Files are read
@@ -26,6 +30,7 @@ File layout (arrays of equal length n):
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +40,9 @@ import pandas as pd
 
 from . import audit_references as refs
 from .audit_outputs import attack_metrics, loss_audit
+from .audit_record import AuditedModel, run_record, utility_of
 from .audit_report import check_out_folder, summary_lines, write_audit
+from .audit_tail import reference_tail
 from .errors import USER_ERRORS, ConfigError, fail
 
 
@@ -178,8 +185,11 @@ def _population(ds, candidates: Candidates) -> tuple[str, np.ndarray, np.ndarray
     return None
 
 
-def _audit_model(args, recipe_cfg) -> tuple[dict, pd.DataFrame]:  # noqa: ANN001 - argparse namespace
-    """Every chosen attack on the user's model: the loss attack on its logits, LiRA and RMIA with references."""
+def _audit_model(args, recipe_cfg) -> tuple[dict, pd.DataFrame, tuple[dict, dict]]:  # noqa: ANN001 - argparse namespace
+    """Every chosen attack on the user's model: the loss attack on its logits, LiRA and RMIA with references;
+    the audit's record, the per-candidate scores, and the audit as a run record (benchmark/audit_record.py)."""
+    import time
+
     import torch
 
     from medprivbench.datasets import load_raw
@@ -187,6 +197,7 @@ def _audit_model(args, recipe_cfg) -> tuple[dict, pd.DataFrame]:  # noqa: ANN001
     from .config import DatasetConfig
     from .training import predict_logits
 
+    started = time.perf_counter()
     # the sweep's dataset settings (configs/dataset/), without de-duplication: indices stay the file's
     ds = load_raw(DatasetConfig(name=args.dataset, root=str(args.data_root), size=args.size))
     candidates = candidates_of(ds, read_members(args.members, len(ds.train_y)))
@@ -209,7 +220,21 @@ def _audit_model(args, recipe_cfg) -> tuple[dict, pd.DataFrame]:  # noqa: ANN001
         scores.update(found)
     table = pd.DataFrame({"record": np.arange(len(candidates.y)), "split": candidates.split, "index": candidates.index,
                           "label": candidates.y, "member": candidates.member})
-    return record, table.assign(**{f"score_{name}": values for name, values in scores.items()})
+    table = table.assign(**{f"score_{name}": values for name, values in scores.items()})
+    run = run_record(record, table, _audited(args, ds, model, candidates), time.perf_counter() - started)
+    return record, table, run
+
+
+def _audited(args, ds, model, candidates: Candidates) -> AuditedModel:  # noqa: ANN001 - argparse namespace
+    """What the audit knows of the model, for its run record: data, architecture, utility, the claimed ε."""
+    member = candidates.member[candidates.split == "train"]
+    dataset = {**ds.info.to_record(), "n_train": len(ds.train_y), "n_test": len(ds.test_y),
+               "n_val": 0 if ds.val_y is None else len(ds.val_y)}
+    return AuditedModel(dataset=dataset, utility=utility_of(model.cpu(), ds, member),
+                        model={"name": args.model, "width": args.width,
+                               "parameters": int(sum(p.numel() for p in model.parameters()))},
+                        epsilon=math.inf if args.epsilon is None else args.epsilon, delta=args.delta, alpha=args.alpha,
+                        seed=args.seed, source=_record(args, member, {})["source"])
 
 
 def _reference_attacks(args, cfg, recipe_hp, ds, candidates: Candidates, population, model,  # noqa: ANN001
@@ -237,6 +262,7 @@ def _reference_attacks(args, cfg, recipe_hp, ds, candidates: Candidates, populat
     target = query_logits(model, torch.as_tensor(candidates.x), queries, device)
     target_population = query_logits(model, torch.as_tensor(pop_x), queries, device)
     found = {name: refs.reference_scores(name, target, target_population, candidates.y, pool) for name in names}
+    tail = reference_tail(pool, alpha=args.alpha, seed=args.seed)  # the recipe's per-record risk over the references
     record = refs.references_record(cfg, args.recipe, recipe, hp, pool, population and f"{where} split ({len(pop_y)} images)",
                                     len(candidates.y), args.seed)
     if candidates.includes_test:  # the references trained on half of the test split: their accuracy there says little
@@ -244,6 +270,8 @@ def _reference_attacks(args, cfg, recipe_hp, ds, candidates: Candidates, populat
     else:
         test_logits = predict_logits(model, torch.as_tensor(ds.test_x), device=device)
         record["target_test_accuracy"] = float((test_logits.argmax(1) == ds.test_y).mean())
+    if tail is not None:
+        record["tail"] = tail[0].to_record()
     return found, record
 
 
@@ -254,7 +282,7 @@ def _record(args, member: np.ndarray, not_run: dict) -> dict:  # noqa: ANN001 - 
             "alpha": args.alpha, "attacks": {}, "not_run": not_run}
 
 
-def _audit_file(args) -> tuple[dict, pd.DataFrame]:  # noqa: ANN001 - argparse namespace
+def _audit_file(args) -> tuple[dict, pd.DataFrame, None]:  # noqa: ANN001 - argparse namespace
     """The loss attack on an outputs file (the only attack its outputs allow)."""
     arrays = read_outputs(args.outputs)
     _, not_run = refs.attacks_to_run(args.attacks, None, None)
@@ -266,7 +294,7 @@ def _audit_file(args) -> tuple[dict, pd.DataFrame]:  # noqa: ANN001 - argparse n
     table = pd.DataFrame({"record": np.arange(len(scores)), "member": np.asarray(arrays["member"]).astype(bool)})
     if "label" in arrays:
         table["label"] = arrays["label"]
-    return record, table.assign(score_loss=scores)
+    return record, table.assign(score_loss=scores), None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -286,10 +314,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipe", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                         help="the reference models' training: medprivbench's train.* and privacy.* overrides, e.g. "
                              "train.epochs=40 privacy.epsilon=8 (default: the sweep's recipe)")
+    parser.add_argument("--recipe-from", type=Path, metavar="RUN",
+                        help="a recorded run's folder (<sweep>/runs/<run>/): its train.* and privacy.* settings are the "
+                             "recipe, with --recipe overrides on top")
     parser.add_argument("--attacks", nargs="+", action="extend", metavar="NAME",
                         help=f"attacks to run, of {', '.join(refs.AUDIT_ATTACKS)} (default: every one the inputs allow)")
     parser.add_argument("--out", type=Path, default=Path("audit"),
-                        help="folder for audit.json, audit.md, roc_<attack>.csv and scores.parquet (default: ./audit)")
+                        help="folder for audit.json, audit.md, roc_<attack>.csv, scores.parquet and, for a model, the run and "
+                             "report that medprivbench-report reads (default: ./audit)")
+    parser.add_argument("--epsilon", type=float, default=None,
+                        help="the ε the model is claimed to have (for the report beside a sweep; the audit does not know "
+                             "it): default ∞, not stated or not private")
     parser.add_argument("--delta", type=float, default=1e-5, help="δ of the empirical ε lower bound (default 1e-5)")
     parser.add_argument("--alpha", type=float, default=0.05, help="1 − confidence of intervals and bound (default 0.05)")
     parser.add_argument("--seed", type=int, default=0,
@@ -305,6 +340,9 @@ def _check_flags(args) -> None:  # noqa: ANN001 - argparse namespace
         raise ConfigError(f"--alpha={args.alpha} and --delta={args.delta}: use alpha in (0, 1) and delta in [0, 1)")
     if (args.outputs is None) == (args.model is None):
         raise ConfigError("give either --outputs FILE, or --model NAME with --weights, --dataset and --members")
+    if args.epsilon is not None and (args.model is None or not args.epsilon > 0):
+        raise ConfigError(f"--epsilon={args.epsilon} is not valid; give the model's claimed ε > 0 (inf: not private) "
+                          "with --model (an outputs file is audited without a run record)")
     if args.model is not None and (args.dataset is None or args.members is None):
         raise ConfigError("--model needs --weights, --dataset and --members (which training images were members)")
     k = args.reference_models
@@ -314,8 +352,9 @@ def _check_flags(args) -> None:  # noqa: ANN001 - argparse namespace
     if k is not None and args.model not in MODELS:
         raise ConfigError(f"--reference-models needs --model, one of {', '.join(sorted(MODELS))}: the references are "
                           "trained with the model's architecture on its dataset")
-    if k is None and args.recipe:
-        raise ConfigError("--recipe is the reference models' training recipe; give --reference-models K with it")
+    if k is None and (args.recipe or args.recipe_from is not None):
+        raise ConfigError("--recipe and --recipe-from give the reference models' training recipe; give --reference-models K "
+                          "with them")
     refs.check_attacks(args.attacks, k)
     if k is not None and args.attacks is not None and not any(refs.AUDIT_ATTACKS[a].uses_references for a in args.attacks):
         raise ConfigError(f"--reference-models {k} is unused by --attacks {' '.join(args.attacks)}; drop one of them")
@@ -330,11 +369,13 @@ def main(argv: list[str] | None = None) -> int:
         _check_flags(args)
         recipe_cfg = None
         if args.reference_models is not None:
+            if args.recipe_from is not None:  # the recorded run's settings first: --recipe overrides them
+                args.recipe = [*refs.recorded_recipe(args.recipe_from), *args.recipe]
             recipe_cfg = refs.compose_recipe(args.recipe, refs.model_dict(args.model, args.width))
-        record, scores = _audit_file(args) if args.outputs is not None else _audit_model(args, recipe_cfg)
+        record, scores, run = _audit_file(args) if args.outputs is not None else _audit_model(args, recipe_cfg)
     except USER_ERRORS as exc:
         _fail(str(exc))
-    write_audit(args.out, record, scores)
+    write_audit(args.out, record, scores, run)
     for line in summary_lines(record, args.out, args.delta, args.alpha):
         print(line)
     return 0

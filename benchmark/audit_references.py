@@ -143,6 +143,45 @@ def compose_recipe(overrides: Sequence[str], model: dict) -> DictConfig:
     return cfg
 
 
+def recorded_recipe(folder) -> list[str]:
+    """The ``train.*`` and ``privacy.*`` settings of a recorded run (its ``config.yaml``, as every run
+    folder of a sweep holds it) as ``--recipe`` overrides: the references then train as that run did."""
+    from pathlib import Path
+
+    path = Path(folder).expanduser() / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"--recipe-from {folder}: no config.yaml there; give a run folder of a sweep "
+                          "(<sweep>/runs/<run>/), which records its configuration")
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(path), resolve=False)  # YAML only: nothing is executed
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the file's fault here
+        raise ConfigError(f"--recipe-from {folder}: config.yaml is not readable YAML ({type(exc).__name__})") from None
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("train"), dict) \
+            or not isinstance(recorded.get("privacy"), dict):
+        raise ConfigError(f"--recipe-from {folder}: config.yaml has no train and privacy settings; is it a run's?")
+    train = dict(recorded["train"])
+    if recorded["privacy"].get("reference") == "tuned":  # that run trained with the non-private recipe's settings
+        train.update({k: v for k, v in (train.get("nonprivate") or {}).items() if v is not None})
+    overrides = []
+    for section, settings in (("train", train), ("privacy", recorded["privacy"])):
+        for key, value in settings.items():
+            if f"{section}.{key}".startswith(NOT_RECIPE) or isinstance(value, dict):
+                continue
+            overrides.append(f"{section}.{key}={_override_value(value)}")
+    return overrides
+
+
+def _override_value(value) -> str:
+    """A recorded value as Hydra override text (lists as [a,b], None as null, floats as written)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    return repr(value) if isinstance(value, float) else str(value)
+
+
 def recipe_for(cfg: DictConfig, n_members: int) -> tuple[DPRecipe, dict]:
     """The DP recipe (σ, q, T, C) of the stated recipe on the audited model's ``n_members``
     training images, and its training settings; checked against that size first."""

@@ -3,8 +3,9 @@
 The audit's record (one dict) holds the attacks' metrics under ``attacks`` (each with its ROC
 curve, which goes to its own CSV), the shared counts and levels, the attacks that could not run,
 and, where reference models were trained, how (``references``, with the caveat about the recipe).
-Everything is rendered in memory and published in one all-or-nothing step
-(benchmark/store.py ``publish_folder``); the folder may replace only an earlier audit's.
+Everything is rendered in memory (the run and its report in the staging folder) and published in
+one all-or-nothing step (benchmark/store.py ``publish_folder``); the folder may replace only an
+earlier audit's.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from .errors import ConfigError
 from .recipe import DPRecipe
 from .store import publish_folder
 
-# the files of an audit folder (roc.csv: the single curve of earlier versions)
-AUDIT_FILE = re.compile(r"audit\.json|audit\.md|scores\.parquet|roc(_\w+)?\.csv")
+# the files of an audit folder (roc.csv: the single curve of earlier versions), and its folders:
+# the run, the table and the report that medprivbench-report reads (benchmark/audit_record.py)
+AUDIT_FILE = re.compile(r"audit\.json|audit\.md|scores\.parquet|roc(_\w+)?\.csv|table\.(csv|parquet)|report\.(html|md)")
+AUDIT_FOLDERS = ("runs", "figures")
 
 
 def check_out_folder(out: Path) -> None:
@@ -32,14 +35,22 @@ def check_out_folder(out: Path) -> None:
         return
     if not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the audit's files")
-    others = sorted(p.name for p in out.iterdir() if not (p.is_file() and AUDIT_FILE.fullmatch(p.name)))
+    others = sorted(p.name for p in out.iterdir() if not (p.is_file() and AUDIT_FILE.fullmatch(p.name))
+                    and not (p.is_dir() and p.name in AUDIT_FOLDERS))
     if others:
         raise ConfigError(f"--out {out} holds other files ({', '.join(others[:3])}{', …' if len(others) > 3 else ''}); "
                           "give a new folder, or an earlier audit's (it is replaced)")
+    if any(out.iterdir()) and not (out / "audit.json").is_file():  # a sweep's folder looks alike: never replace one
+        raise ConfigError(f"--out {out} holds files but no audit.json, so it is not an earlier audit's folder; "
+                          "give a new folder")
 
 
-def write_audit(out: Path, record: dict, scores: pd.DataFrame) -> Path:
-    """Publish the audit folder: audit.json, audit.md, one ROC curve per attack, the per-record scores."""
+def write_audit(out: Path, record: dict, scores: pd.DataFrame, run: tuple[dict, dict] | None = None) -> Path:
+    """Publish the audit folder: audit.json, audit.md, one ROC curve per attack, the per-record scores,
+    and with ``run`` (a run record and its configuration, benchmark/audit_record.py) the run, its
+    table and its report, all in one all-or-nothing step."""
+    from .audit_record import write_run_folder
+
     record = {**record, "attacks": {name: dict(result) for name, result in record["attacks"].items()}}
     files = {}
     for name, result in record["attacks"].items():
@@ -51,7 +62,8 @@ def write_audit(out: Path, record: dict, scores: pd.DataFrame) -> Path:
     buffer = io.BytesIO()
     scores.to_parquet(buffer, index=False)
     files["scores.parquet"] = buffer.getvalue()
-    return publish_folder(out, files)
+    fill = None if run is None else (lambda folder: write_run_folder(folder, *run, final=Path(out)))
+    return publish_folder(out, files, fill=fill)
 
 
 def _interval(value: float, ci) -> str:
@@ -91,6 +103,13 @@ def _references_markdown(references: dict) -> str:
         lines.append(f"Test accuracy: the audited model {references['target_test_accuracy']:.3f}, the reference models "
                      f"{sum(accuracy) / len(accuracy):.3f} on average (a large gap suggests a recipe far from the real one).")
     lines += [f"**{RECIPE_NOTE}**", f"Threat model: {references['threat_model']}."]
+    if references.get("tail") is not None:
+        from .audit_tail import tail_lines
+        from .families.tail import TailResult
+
+        lines += ["Privacy tail over the reference models (the recipe's per-record risk, not the audited model's; "
+                  "shares of the candidates with Clopper–Pearson intervals, chance from membership permuted across "
+                  "the references):", *(f"- {line}" for line in tail_lines(TailResult.from_record(references["tail"])))]
     return "\n## Reference models\n\n" + "\n\n".join(lines) + "\n"
 
 
@@ -104,6 +123,13 @@ def summary_lines(record: dict, out: Path, delta: float, alpha: float) -> list[s
                          f"empirical ε ≥ {r['epsilon_lb']:.3f} (δ = {delta:g}, confidence {1 - alpha:g}) -> {out}")
         else:
             lines.append(f"{AUDIT_ATTACKS[name].title} with {record['references']['count']} reference models: {head} -> {out}")
+    tail = (record.get("references") or {}).get("tail")
+    if tail is not None:
+        from .audit_tail import tail_lines
+        from .families.tail import TailResult
+
+        lines += [f"privacy tail over the {tail['n_models']} reference models: {line}"
+                  for line in tail_lines(TailResult.from_record(tail))]
     if "references" in record:
         lines.append("reference models follow the stated recipe, not the model's own; a recipe far from the real one "
                      f"weakens LiRA and RMIA (see {Path(out) / 'audit.md'})")

@@ -243,27 +243,10 @@ class PrivacyTailAttack(Attack):
 
     def run(self, ctx, settings) -> TailResult:
         pool = ctx.shared("membership", MembershipProtocol).pool
-        m = pool.member.shape[0]
-        shares = 2  # one per criterion: their intervals share α (Bonferroni)
-        analysis = privacy_tail.privacy_tail(
-            privacy_tail.record_scores(pool.logits, pool.labels), pool.member, auc_threshold=settings.auc_threshold,
-            tpr_threshold=settings.tpr_threshold, fpr=settings.fpr, permutations=settings.permutations,
-            fixed_variance=privacy_tail.fixed_variance_for(settings.variance, m), confidence=1.0 - ctx.alpha / shares,
-            seed=ctx.streams.of(self.name).seed_for("statistics"))
-        ctx.writer.write_parquet(TAIL_FILE, tail_table(analysis, pool.labels))
-        risk = analysis.observed
-        exposed = [{"record": int(j), "label": int(pool.labels[j]), "auc": float(risk.auc[j]), "tpr": float(risk.tpr[j])}
-                   for j in analysis.most_exposed(settings.most_exposed)]
-        return TailResult(
-            threat_model=self.threat_model, n_models=m, fpr=analysis.fpr, confidence=analysis.confidence,
-            null_quantile=analysis.null_quantile, permutations=settings.permutations,
-            variance="fixed" if analysis.fixed_variance else "per_record",
-            n_records=next(iter(analysis.shares.values())).n_records,
-            mean_auc=float(np.nanmean(risk.auc)), mean_tpr=float(np.nanmean(risk.tpr)), most_exposed=exposed,
-            records_file=TAIL_FILE,
-            shares={key: TailShare(criterion=s.criterion, threshold=s.threshold, share=s.share, ci=s.ci, count=s.count,
-                                   null_mean=s.null_mean, null_upper=s.null_upper, details={"null_shares": s.null_shares})
-                    for key, s in analysis.shares.items()})
+        result, table = pool_tail(pool.logits, pool.labels, pool.member, settings, alpha=ctx.alpha,
+                                  seed=ctx.streams.of(self.name).seed_for("statistics"), threat_model=self.threat_model)
+        ctx.writer.write_parquet(TAIL_FILE, table)
+        return result
 
     def check(self, settings, cfg) -> None:
         check_queries(cfg)
@@ -274,6 +257,32 @@ class PrivacyTailAttack(Attack):
             raise ConfigError(f"membership.num_models={m} is too small for attack 'tail', which measures each image's risk "
                               f"over the pool's models; use at least {TAIL_MIN_MODELS} (16 or more for per-record AUCs "
                               "that chance rarely reaches)")
+
+
+def pool_tail(logits: np.ndarray, labels: np.ndarray, member: np.ndarray, settings, *, alpha: float, seed: int,
+              threat_model: str) -> tuple[TailResult, pd.DataFrame]:
+    """The privacy tail of a pool of models (M, N logits, their M × N membership): its typed result
+    and its per-record table. The sweep's pool and the audit's reference models both go through here."""
+    m = member.shape[0]
+    shares = 2  # one per criterion: their intervals share α (Bonferroni)
+    analysis = privacy_tail.privacy_tail(
+        privacy_tail.record_scores(logits, labels), member, auc_threshold=settings.auc_threshold,
+        tpr_threshold=settings.tpr_threshold, fpr=settings.fpr, permutations=settings.permutations,
+        fixed_variance=lira.fixed_variance_for(settings.variance, m), confidence=1.0 - alpha / shares, seed=seed)
+    risk = analysis.observed
+    exposed = [{"record": int(j), "label": int(labels[j]), "auc": float(risk.auc[j]), "tpr": float(risk.tpr[j])}
+               for j in analysis.most_exposed(settings.most_exposed)]
+    result = TailResult(
+        threat_model=threat_model, n_models=m, fpr=analysis.fpr, confidence=analysis.confidence,
+        null_quantile=analysis.null_quantile, permutations=settings.permutations,
+        variance="fixed" if analysis.fixed_variance else "per_record",
+        n_records=next(iter(analysis.shares.values())).n_records,
+        mean_auc=float(np.nanmean(risk.auc)), mean_tpr=float(np.nanmean(risk.tpr)), most_exposed=exposed,
+        records_file=TAIL_FILE,
+        shares={key: TailShare(criterion=s.criterion, threshold=s.threshold, share=s.share, ci=s.ci, count=s.count,
+                               null_mean=s.null_mean, null_upper=s.null_upper, details={"null_shares": s.null_shares})
+                for key, s in analysis.shares.items()})
+    return result, tail_table(analysis, labels)
 
 
 def tail_table(analysis: privacy_tail.TailAnalysis, labels: np.ndarray) -> pd.DataFrame:

@@ -26,6 +26,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -98,25 +99,29 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def publish_folder(out: Path, files: dict[str, bytes]) -> Path:
+def publish_folder(out: Path, files: dict[str, bytes], fill: Callable[[Path], None] | None = None) -> Path:
     """Write ``files`` (name → contents) as the folder ``out``, all or nothing.
 
-    The files are written and synced into a private folder beside ``out``, which is then renamed
-    into place: a failure on the way removes it and leaves ``out`` as it was. An existing ``out``
-    (an earlier result the caller may replace) is first moved aside, put back if the rename fails,
-    and deleted once the new folder is in place, so its files never mix with the new ones.
+    The files are written and synced into a private folder beside ``out`` (named as ``out``, inside
+    a hidden staging folder), then ``fill(folder)`` may add more (an audit's run and report), and
+    the folder is renamed into place: a failure on the way removes it and leaves ``out`` as it was.
+    An existing ``out`` (an earlier result the caller may replace) is first moved aside, put back if
+    the rename fails, and deleted once the new folder is in place, so its files never mix with the new ones.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    holder = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+    staging = holder / out.name
     previous = None
-    staging.mkdir()
+    staging.mkdir(parents=True)
     try:
         for name, data in files.items():
             with open(staging / name, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+        if fill is not None:
+            fill(staging)
         if out.exists():
             previous = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.previous")
             os.rename(out, previous)
@@ -126,9 +131,8 @@ def publish_folder(out: Path, files: dict[str, bytes]) -> Path:
             if previous is not None:
                 os.rename(previous, out)
             raise
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(holder, ignore_errors=True)
     if previous is not None:
         shutil.rmtree(previous, ignore_errors=True)
     return out

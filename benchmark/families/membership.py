@@ -163,11 +163,15 @@ def membership_variants(run) -> dict[str, VariantMetrics]:
 
 
 def _protocol_texts(ctx) -> list[str]:
-    protocols = {json.dumps({k: r.protocol("membership").get(k) for k in ("num_models", "pool", "queries")}, default=str)
+    keys = ("num_models", "pool", "queries", "description")
+    protocols = {json.dumps({k: r.protocol("membership").get(k) for k in keys}, default=str)
                  for s in ctx.sweeps for r in s.runs if r.results("membership")}
     out = []
     for p in sorted(protocols):
         proto = json.loads(p)
+        if proto.get("description"):  # a protocol that is not the sweep's pool says what it is (an audit's)
+            out.append(proto["description"])
+            continue
         out.append(
             f"Protocol (LiRA evaluation, Carlini et al. 2022): {proto.get('num_models', '–')} models trained with the "
             f"target's recipe on random halves of the {proto.get('pool', 'sample pool')}; each in turn is the target "
