@@ -217,17 +217,22 @@ def _unique_labels(folders: list[Path]) -> list[str]:
             for i, label in enumerate(labels)]
 
 
-def grid_file(run: Run, attack: dict) -> Path | None:
-    """A reconstruction attack's grid PNG, only if it lies inside the run folder and is a PNG (paths come from data)."""
-    rel = attack.get("grid")
-    if not rel:
+def run_file(run: Run, relative: str | None, signature: bytes) -> Path | None:
+    """A file a run's result names (a path that comes from data), only if it lies inside the run
+    folder and starts with ``signature`` (the file type's magic bytes); None otherwise."""
+    if not relative:
         return None
     folder = run.folder.resolve()
-    path = (folder / str(rel)).resolve()
+    path = (folder / str(relative)).resolve()
     if not path.is_relative_to(folder) or not path.is_file():
         return None
     with open(path, "rb") as f:
-        return path if f.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE else None
+        return path if f.read(len(signature)) == signature else None
+
+
+def grid_file(run: Run, attack: dict) -> Path | None:
+    """A reconstruction attack's grid PNG, only if it lies inside the run folder and is a PNG."""
+    return run_file(run, attack.get("grid"), PNG_SIGNATURE)
 
 
 # ============================================================================= tidy frames

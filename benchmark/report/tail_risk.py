@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..numbers import fmt_percent
 from .figures import legend, plain_text, plt, save, series_style
+from .records import run_file
 
 PARQUET_MAGIC = b"PAR1"
 COLUMNS = ("membership", "permutation", "record", "auc", "tpr")
@@ -24,14 +25,7 @@ COLUMNS = ("membership", "permutation", "record", "auc", "tpr")
 
 def records_path(run, relative: str) -> Path | None:
     """The per-image file a result names, only if it lies inside the run folder and is a Parquet file."""
-    if not relative:
-        return None
-    folder = run.folder.resolve()
-    path = (folder / str(relative)).resolve()
-    if not path.is_relative_to(folder) or not path.is_file():
-        return None
-    with open(path, "rb") as f:
-        return path if f.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC else None
+    return run_file(run, relative, PARQUET_MAGIC)
 
 
 def _read(path: Path) -> pd.DataFrame | None:
