@@ -99,6 +99,26 @@ def membership_results(audit: dict, scores: pd.DataFrame, *, delta: float, alpha
     return results
 
 
+def per_class_risk(scores: pd.DataFrame, attacks: dict, class_names: list[str]) -> dict:
+    """The audited model's membership risk per class: the AUC of its strongest membership attack (by
+    AUC over all candidates) among the class's candidates only (NaN where a class lacks members or
+    non-members). One target gives each record one score, so this stands in for the sweep's mean
+    per-record AUC over a pool."""
+    from sklearn.metrics import roc_auc_score
+
+    aucs = {name: next(iter(r.variants.values())).auc for name, r in attacks.items() if isinstance(r, MembershipResult)}
+    if not aucs:
+        return {}
+    best = max(aucs, key=aucs.get)
+    out = {}
+    for index, name in enumerate(class_names):
+        part = scores[scores["label"] == index]
+        member = part["member"].to_numpy().astype(bool)
+        out[str(name)] = (float(roc_auc_score(member, part[f"score_{best}"].to_numpy(dtype=np.float64)))
+                          if member.any() and (~member).any() else math.nan)
+    return {"attack": best, "auc": out}
+
+
 def _protocol(audit: dict) -> dict:
     """``protocols.membership``: the audited model is the one target; the references, if any."""
     references = audit.get("references")
@@ -136,7 +156,8 @@ def run_record(audit: dict, scores: pd.DataFrame, model: AuditedModel, wall_time
                                        "does not know how the model was trained"},
         "train": {**dict.fromkeys(UNKNOWN_TRAIN), "wall_time_s": wall_time_s},
         "utility": model.utility, "attacks": attacks, "protocols": {"membership": _protocol(audit)},
-        "audit": {"source": model.source, "not_run": audit.get("not_run", {}), "alpha": model.alpha},
+        "audit": {"source": model.source, "not_run": audit.get("not_run", {}), "alpha": model.alpha,
+                  "per_class_risk": per_class_risk(scores, attacks, model.dataset.get("class_names") or [])},
         "environment": _environment(), "wall_time_s": wall_time_s,
     }
     record["summary"] = summarise(record)

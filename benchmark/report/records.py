@@ -289,12 +289,17 @@ def sample_risk(sweep: Sweep, key: str) -> pd.DataFrame:
 
 
 def class_frame(sweep: Sweep, risk: pd.DataFrame) -> pd.DataFrame:
-    """One row per (run, class): test accuracy of the class and mean per-sample membership AUC."""
+    """One row per (run, class): test accuracy of the class and its membership risk: the mean
+    per-sample AUC over the pool, or for an audited model (one target, no pool) its strongest
+    attack's AUC among the class's candidates, as the audit recorded it (benchmark/audit_record.py)."""
     rows = []
     for r in sweep.runs:
         mine = (risk[(risk["epsilon"] == r.epsilon) & (risk["reference"] == r.reference) & (risk["seed"] == r.seed)]
                 if len(risk) else risk)
         mean_risk = mine.groupby("class_name")["auc"].mean() if len(mine) else pd.Series(dtype=float)
+        audited = ((r.record.get("audit") or {}).get("per_class_risk") or {}).get("auc")
+        if mean_risk.empty and audited:
+            mean_risk = pd.Series(audited, dtype=float)
         for name, accuracy in r.record["utility"].get("test_per_class_accuracy", {}).items():
             rows.append({"sweep": sweep.label, "epsilon": r.epsilon, "reference": r.reference, "point": r.point.label,
                          "seed": r.seed, "class_name": name,

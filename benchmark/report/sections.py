@@ -205,6 +205,11 @@ def section_risk(ctx: Context) -> None:
                        "sweep's strongest membership attack; error bars: standard deviation over seeds.")
     for (sweep, key, risk), frame in zip(risks, classes):
         ctx.sub(sweep)
+        audited = [a for r in sweep.runs if (a := (r.record.get("audit") or {}).get("per_class_risk"))]
+        if audited:
+            ctx.doc.paragraph(f"An audited model is one target, so its images have one score each, not a distribution over "
+                              f"models: its per-class risk is the AUC of its strongest attack "
+                              f"({registry.label(audited[0]['attack'])}) among that class's candidates.")
         if len(frame):
             ctx.doc.table(*per_class_table(frame))
         if risk.empty:

@@ -271,6 +271,19 @@ def test_the_audit_folder_is_a_results_folder_with_a_run_the_report_reads(audite
     report = (audited.out / "report.md").read_text()
     assert "## Membership inference" in report and "| ε | black box |" in report and "beats chance" in report
     assert "## The privacy tail: training images at high risk" in report  # the tail section, from the references
+    # per-class risk: the strongest attack's AUC among each class's candidates, recomputed here
+    from sklearn.metrics import roc_auc_score
+
+    risk = record["audit"]["per_class_risk"]
+    scores = pd.read_parquet(audited.out / "scores.parquet")
+    for index, name in enumerate(record["dataset"]["class_names"]):
+        part = scores[scores["label"] == index]
+        assert risk["auc"][name] == pytest.approx(roc_auc_score(part["member"], part[f"score_{risk['attack']}"]))
+    from .test_report import markdown_table_after
+
+    per_class = markdown_table_after(report, "## Per-class risk")
+    assert list(per_class["class"]) == list(record["dataset"]["class_names"])
+    assert all(v != "–" for v in per_class["mean per-sample membership AUC"])
     assert str(audited.out) in report and ".partial" not in report  # it names where the folder is, not its staging
 
 
