@@ -20,7 +20,7 @@ import numpy as np
 from scipy.special import expit
 from scipy.stats import beta, binom
 
-from .threshold_audit import validate_delta_alpha
+from .threshold_audit import checked_scores, validate_delta_alpha
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,14 +143,7 @@ def one_run_audit(
     Returns:
         dict with epsilon_lb, r, v, m, k_plus, k_minus, accuracy (v/r), delta, alpha.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    included = np.asarray(included)
-    if scores.ndim != 1 or included.shape != scores.shape:
-        raise ValueError(f"scores {scores.shape} and included {included.shape}; expected two 1-D arrays of one length")
-    if included.dtype != np.bool_:
-        raise ValueError(f"included has dtype {included.dtype}; expected bool")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError("scores contain NaN or infinite values; expected finite scores")
+    scores, included = checked_scores(scores, included, "included")
     m = scores.size
     if k_plus < 0 or k_minus < 0 or not 1 <= k_plus + k_minus <= m:
         raise ValueError(f"k_plus={k_plus}, k_minus={k_minus}; expected non-negative numbers with 1 <= k_plus + k_minus <= {m}")

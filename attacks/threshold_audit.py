@@ -145,17 +145,18 @@ def _best_threshold(scores: np.ndarray, is_member: np.ndarray, delta: float, alp
     return best
 
 
-def _checked_scores(scores, is_member) -> tuple[np.ndarray, np.ndarray]:
-    """``scores`` as float64 and ``is_member`` as given, checked: two 1-D arrays of one length, bool membership, finite scores."""
+def checked_scores(scores, flags, name: str = "is_member") -> tuple[np.ndarray, np.ndarray]:
+    """``scores`` as float64 and ``flags`` (membership or inclusion, called ``name`` in the messages)
+    as given, checked: two 1-D arrays of one length, bool flags, finite scores."""
     scores = np.asarray(scores, dtype=np.float64)
-    is_member = np.asarray(is_member)
-    if scores.ndim != 1 or is_member.shape != scores.shape:
-        raise ValueError(f"scores {scores.shape} and is_member {is_member.shape}; expected two 1-D arrays of one length")
-    if is_member.dtype != np.bool_:
-        raise ValueError(f"is_member has dtype {is_member.dtype}; expected bool")
+    flags = np.asarray(flags)
+    if scores.ndim != 1 or flags.shape != scores.shape:
+        raise ValueError(f"scores {scores.shape} and {name} {flags.shape}; expected two 1-D arrays of one length")
+    if flags.dtype != np.bool_:
+        raise ValueError(f"{name} has dtype {flags.dtype}; expected bool")
     if not np.all(np.isfinite(scores)):
         raise ValueError("scores contain NaN or infinite values; expected finite scores")
-    return scores, is_member
+    return scores, flags
 
 
 def _selection_split(is_member: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -205,7 +206,7 @@ def empirical_epsilon(
         split; n_selection, n_evaluation; epsilon_ceiling (the largest ε_lb the evaluation split
         could show, :func:`epsilon_ceiling`); delta; alpha.
     """
-    scores, is_member = _checked_scores(scores, is_member)
+    scores, is_member = checked_scores(scores, is_member)
     if not 0.0 < selection_fraction < 1.0:
         raise ValueError(f"selection_fraction={selection_fraction}; expected a value in (0, 1)")
     validate_delta_alpha(delta, alpha)
