@@ -295,8 +295,12 @@ def _run_record(ctx: Context, run_id: str, run_config: dict, started: float) -> 
     n_states = max([registry.ATTACKS[name].checkpoints(s) for name, s in ctx.settings.items()], default=0)
     ctx.instruments = {name: registry.ATTACKS[name].instrument(ctx, s) for name, s in ctx.settings.items()
                        if registry.ATTACKS[name].instrument is not None}
+    timings = {"setup": time.perf_counter() - started}  # data, recipe, instruments: before the target trains
+    mark = time.perf_counter()
     record.update(train_target(ctx, n_checkpoints=n_states))
-    record.update(run_attacks(ctx))
+    timings["target"] = time.perf_counter() - mark
+    record.update(run_attacks(ctx, timings))
+    record["timings_s"] = timings
     record["wall_time_s"] = time.perf_counter() - started
     record["summary"] = summarise(record)
     return record
@@ -333,16 +337,29 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
     }
 
 
-def run_attacks(ctx: Context) -> dict:
-    """Every selected attack, in registry order, then what the shared protocols recorded.
+def run_attacks(ctx: Context, timings: dict | None = None) -> dict:
+    """Every selected attack, in run order, then what the shared protocols recorded.
 
     Returns the record's ``attacks`` (one result per attack, each with its threat model),
     ``protocols`` and ``bounds`` (the ReRo bounds, which need no attack), and ``statistics``.
+    ``timings`` (stage → seconds) gains each attack's wall time (the first membership attack's
+    includes training the shared pool, recorded apart as ``membership_pool`` by its protocol) and
+    the protocols' ``finish`` (writing the per-sample scores).
     """
-    attacks = {name: registry.ATTACKS[name].run(ctx, settings) for name, settings in ctx.settings.items()}
+    timings = {} if timings is None else timings
+    attacks = {}
+    for name, settings in ctx.settings.items():
+        mark = time.perf_counter()
+        attacks[name] = registry.ATTACKS[name].run(ctx, settings)
+        timings[f"attack:{name}"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    protocols = {key: protocol.finish() for key, protocol in ctx._shared.items()}
+    timings["protocols"] = time.perf_counter() - mark
+    if "membership" in protocols:
+        timings["membership_pool"] = protocols["membership"]["pool_wall_time_s"]
     return {
         "attacks": attacks,
-        "protocols": {key: protocol.finish() for key, protocol in ctx._shared.items()},
+        "protocols": protocols,
         "bounds": rero_bounds(ctx.recipe, ctx.ds.n_train, ctx.settings),
         "statistics": {"alpha": ctx.alpha, "lower_bounds": registry.lower_bound_count(ctx.settings),
                        "alpha_per_bound": ctx.bound_alpha},

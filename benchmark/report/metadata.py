@@ -62,6 +62,12 @@ def _run_time(sweep: Sweep) -> str:
     return f"{total / 60:.1f} min over {len(sweep.runs)} runs"
 
 
+def _stages(r: Run) -> str | None:
+    """Where a run's time went: each recorded stage in seconds (runs recorded before timings: None)."""
+    timings = r.record.get("timings_s")
+    return ", ".join(f"{stage.removeprefix('attack:')} {seconds:.0f}" for stage, seconds in timings.items()) if timings else None
+
+
 def _completed(sweep: Sweep) -> str:
     stamps = [t for t in (r.completed_at for r in sweep.runs) if t is not None]
     if not stamps:
@@ -110,6 +116,7 @@ SWEEP_FIELDS: tuple[MetaField, ...] = (
     MetaField("platform", lambda r: _env(r).get("platform")),
     MetaField("device / threads", lambda r: f"{_env(r)['device']} / {_env(r)['threads']}"),
     MetaField("run time", per_sweep=_run_time),
+    MetaField("time per stage (s; attacks include what they share, e.g. the pool)", lambda r: _stages(r)),
     MetaField("completed", per_sweep=_completed),
     MetaField("results folder", per_sweep=lambda s: str(s.folder)),
 )

@@ -92,11 +92,19 @@ def test_a_new_attack_needs_one_module_one_config_and_one_entry(random_guess_att
     outcome = run_experiment(cfg)
     record = json.loads((outcome.run_dir / store.METRICS).read_text())
     metrics = record["attacks"]["random_guess"]["variants"]["random_guess"]
+    # where the run's time went: each stage once, the attacks' in run order; together at most the run's wall time
+    timings = record["timings_s"]
+    assert list(timings) == ["setup", "target", "attack:loss", "attack:random_guess", "protocols", "membership_pool"]
+    assert all(t >= 0 for t in timings.values())
+    assert sum(v for k, v in timings.items() if k != "membership_pool") <= record["wall_time_s"]
+    assert timings["membership_pool"] <= timings["attack:loss"]  # the first membership attack trains the shared pool
     assert abs(metrics["auc"] - 0.5) < 0.05 and metrics["auc_ci"][0] < 0.5 < metrics["auc_ci"][1]
     finish_sweeps([outcome.sweep_dir])
     table = store.aggregate(outcome.sweep_dir)
     assert table["mia_random_guess_auc"].iloc[0] == metrics["auc"]
-    assert "random guess" in (outcome.sweep_dir / "report.md").read_text()
+    md = (outcome.sweep_dir / "report.md").read_text()
+    assert "random guess" in md
+    assert f"| time per stage (s; attacks include what they share, e.g. the pool) | setup {timings['setup']:.0f}, target " in md
 
 
 def test_registered_settings_are_validated_from_their_schema(random_guess_attack, tmp_path):
