@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -40,19 +40,21 @@ def trainable_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
-def batch_loss_function(model: nn.Module, names: Sequence[str]):
-    """ℓ(θ; x, y) = mean cross-entropy of the batch, as a function of the trainable tensors θ."""
+def batch_loss_function(model: nn.Module, names: Sequence[str], loss_fn: Callable = F.cross_entropy):
+    """ℓ(θ; x, y) = mean training loss of the batch (``loss_fn``: cross-entropy, or a segmenter's
+    per-image loss of masks y), as a function of the trainable tensors θ."""
     frozen = {name: p.detach() for name, p in model.named_parameters() if not p.requires_grad}
     buffers = dict(model.named_buffers())
 
     def loss(param_values: tuple[torch.Tensor, ...], images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         params = {**dict(zip(names, param_values)), **frozen}
-        return F.cross_entropy(functional_call(model, (params, buffers), (images,)), labels)
+        return loss_fn(functional_call(model, (params, buffers), (images,)), labels)
 
     return loss
 
 
-def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, method: str = "vmap") -> list[torch.Tensor]:
+def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, method: str = "vmap",
+                         loss_fn: Callable = F.cross_entropy) -> list[torch.Tensor]:
     """∇θ ℓ(x_n, y_n) for every sample n: one tensor (B, *shape) per trainable parameter.
 
     ``method="vmap"`` vectorises ``torch.func.grad`` over the batch; ``"loop"`` runs one backward
@@ -64,14 +66,14 @@ def per_sample_gradients(model: nn.Module, images: torch.Tensor, labels: torch.T
     if method == "vmap":
         names = [name for name, _ in named]
         values = tuple(p.detach() for _, p in named)
-        loss = batch_loss_function(model, names)
+        loss = batch_loss_function(model, names, loss_fn)
 
         def sample_loss(param_values, image, label):
             return loss(param_values, image.unsqueeze(0), label.unsqueeze(0))
 
         return list(vmap(grad(sample_loss), in_dims=(None, 0, 0))(values, images, labels))
     params = [p for _, p in named]
-    rows = [torch.autograd.grad(F.cross_entropy(model(images[n : n + 1]), labels[n : n + 1]), params) for n in range(len(images))]
+    rows = [torch.autograd.grad(loss_fn(model(images[n : n + 1]), labels[n : n + 1]), params) for n in range(len(images))]
     return [torch.stack(column) for column in zip(*rows)]
 
 
@@ -100,8 +102,9 @@ def _validate_batch(images: torch.Tensor, labels: torch.Tensor) -> None:
     if images.ndim not in (4, 5) or not images.is_floating_point():
         raise ValueError(f"images have shape {tuple(images.shape)} and dtype {images.dtype}; "
                          "expected float (B, C, H, W), or (B, C, D, H, W) for volumes")
-    if labels.shape != (images.shape[0],):
-        raise ValueError(f"labels have shape {tuple(labels.shape)}; expected ({images.shape[0]},), one class index per image")
+    if labels.shape not in ((images.shape[0],), (images.shape[0], *images.shape[2:])):
+        raise ValueError(f"labels have shape {tuple(labels.shape)}; expected ({images.shape[0]},), one class index per image, "
+                         f"or masks {(images.shape[0], *images.shape[2:])}")
 
 
 def dp_sgd_update(
@@ -114,6 +117,7 @@ def dp_sgd_update(
     generator: Optional[torch.Generator] = None,
     method: str = "vmap",
     chunk_size: int = 64,
+    loss_fn: Callable = F.cross_entropy,
 ) -> list[torch.Tensor]:
     """The gradient of one DP-SGD step for this batch (Abadi et al. 2016), one tensor per parameter.
 
@@ -131,7 +135,8 @@ def dp_sgd_update(
     params = [p for _, p in trainable_parameters(model)]
     total = [torch.zeros_like(p, dtype=p.dtype) for p in params]
     for start in range(0, len(images), chunk_size):
-        per_sample = per_sample_gradients(model, images[start : start + chunk_size], labels[start : start + chunk_size], method=method)
+        per_sample = per_sample_gradients(model, images[start : start + chunk_size], labels[start : start + chunk_size],
+                                          method=method, loss_fn=loss_fn)
         factors = clip_factors(per_sample_norms(per_sample), max_grad_norm)
         for acc, g in zip(total, per_sample):
             acc += torch.einsum("n,n...->...", factors.to(g.dtype), g.detach())
@@ -173,8 +178,9 @@ class ClientUpdate:
         _validate_dp_parameters(self.noise_multiplier, self.max_grad_norm)
         if self.labels is not None:
             labels = torch.as_tensor(self.labels, dtype=torch.long).detach()
-            if labels.shape != (self.batch_size,):
-                raise ValueError(f"labels have shape {tuple(labels.shape)}; expected ({self.batch_size},) or None")
+            if labels.shape not in ((self.batch_size,), (self.batch_size, *self.image_shape[1:])):
+                raise ValueError(f"labels have shape {tuple(labels.shape)}; expected ({self.batch_size},), masks "
+                                 f"{(self.batch_size, *self.image_shape[1:])}, or None")
             object.__setattr__(self, "labels", labels)
 
     def threat_model(self) -> dict:
@@ -199,10 +205,12 @@ def simulate_client_update(
     reveal_labels: bool = False,
     generator: Optional[torch.Generator] = None,
     method: str = "vmap",
+    loss_fn: Callable = F.cross_entropy,
 ) -> ClientUpdate:
     """The client's side: compute :func:`dp_sgd_update` and package what the server sees."""
     gradients = dp_sgd_update(
-        model, images, labels, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, generator=generator, method=method
+        model, images, labels, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, generator=generator, method=method,
+        loss_fn=loss_fn,
     )
     return ClientUpdate(
         gradients=tuple(gradients),

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -264,11 +264,14 @@ def imprint_client_update(
     noise_multiplier: float,
     max_grad_norm: float,
     generator: Optional[torch.Generator] = None,
+    loss_fn: Callable = F.cross_entropy,
 ) -> tuple[nn.Module, ClientUpdate]:
-    """The round: the server builds the malicious model, the client returns its DP-SGD update on it."""
+    """The round: the server builds the malicious model, the client returns its DP-SGD update on it
+    (its training loss ``loss_fn``: cross-entropy, or a segmenter's loss of masks ``labels``)."""
     malicious = attack.malicious_model(base_model)
     update = simulate_client_update(
-        malicious, images, labels, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, generator=generator
+        malicious, images, labels, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, generator=generator,
+        loss_fn=loss_fn,
     )
     return malicious, update
 

@@ -39,8 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import norm
 
-from .membership_signals import logit_confidence, reference_queries
-from .settings import Validated, choice, flag
+from .membership_signals import SIGNALS, SIGNALS_DOC, logit_confidence, reference_queries
+from .settings import Validated, choice, choices, flag
 
 # Carlini et al.'s fixed-variance variant is the better choice with few shadow models: below this
 # many, variance=auto pools one variance per group (the sweep's LiRA, the audit's references, the tail)
@@ -69,6 +69,7 @@ class LiRAConfig(Validated):
     online: bool = flag(True)
     offline: bool = flag(True)
     variance: str = choice("auto", ("auto", "per_sample", "fixed"))
+    signals: list = choices(["logits"], SIGNALS, doc=SIGNALS_DOC)
 
     def check(self) -> None:
         if not (self.online or self.offline):

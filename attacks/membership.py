@@ -22,9 +22,9 @@ import numpy as np
 from scipy.special import log_softmax
 
 from .lira import LiRAConfig, lira_attack
-from .membership_signals import check_labels, logit_confidence, membership_matrix, model_queries, stacked_queries
+from .membership_signals import SIGNALS, SIGNALS_DOC, check_labels, logit_confidence, membership_matrix, model_queries, stacked_queries
 from .rmia import RMIAConfig, rmia_attack
-from .settings import Validated
+from .settings import Validated, choices
 
 __all__ = [
     "SCORERS",
@@ -49,7 +49,9 @@ __all__ = [
 
 @dataclass
 class LossConfig(Validated):
-    """Loss threshold (Yeom et al. 2018): score = −loss of the target model; no settings."""
+    """Loss threshold (Yeom et al. 2018): score = −loss of the target model; ``signals``: what it reads."""
+
+    signals: list = choices(["logits"], SIGNALS, doc=SIGNALS_DOC)
 
 
 def loss_attack(target_logits: np.ndarray, labels: np.ndarray) -> np.ndarray:

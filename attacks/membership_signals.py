@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# What a membership attack reads per image (``signals`` of its settings): a classifier's class
+# logits, or a segmenter's per-image loss or Dice given as two-class pseudo-logits.
+SIGNALS = ("logits", "loss", "dice")
+SIGNALS_DOC = "per-image signals scored: logits (a classifier), loss and/or dice (a segmenter)"
+
 
 def check_labels(labels: np.ndarray, n_samples: int, n_classes: int) -> np.ndarray:
     """``labels`` as an integer array (N,) of class indices in [0, K − 1], or a ValueError."""

@@ -117,6 +117,7 @@ def prior_aware_attack(
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: Optional[Callable[[int, int], None]] = None,
+    loss_fn: Callable = F.cross_entropy,
 ) -> PriorAwareResult:
     """Run the prior-aware reconstruction game ``n_trials`` times and report the success rate.
 
@@ -130,7 +131,7 @@ def prior_aware_attack(
             training (same architecture; an Opacus ``GradSampleModule`` is unwrapped). Only
             parameters with ``requires_grad`` count, as in DP-SGD.
         candidates_x: pool of M ≥ n_candidates inputs, shape (M, ...), as the model takes them.
-        candidates_y: their integer labels, shape (M,); the loss is cross-entropy.
+        candidates_y: their integer labels, shape (M,), or a segmenter's masks (M, *spatial).
         noise_multiplier: σ ≥ 0 (0: non-private, the residual is exact).
         sample_rate: Poisson sampling rate q in (0, 1].
         steps: number of DP-SGD steps T ≥ 1.
@@ -145,7 +146,8 @@ def prior_aware_attack(
     sigma, q, c = float(noise_multiplier), float(sample_rate), float(max_grad_norm)
     steps = int(steps)
     grams = np.stack([
-        clipped_gradient_gram(model, candidates_x, candidates_y, max_grad_norm=c, device=device) for model in model_states
+        clipped_gradient_gram(model, candidates_x, candidates_y, max_grad_norm=c, device=device, loss_fn=loss_fn)
+        for model in model_states
     ])  # (S, M, M)
     steps_per_state = np.bincount(np.arange(steps) * len(model_states) // steps, minlength=len(model_states))
     rng = np.random.default_rng(seed)
@@ -203,9 +205,11 @@ def _play_games(grams, steps_per_state, n_candidates, n_trials, sigma, q, clip, 
 
 # --------------------------------------------------------------------------------------------
 def clipped_gradients(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_grad_norm: float, device="cpu", batch_size: int = 256
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_grad_norm: float, device="cpu", batch_size: int = 256,
+    loss_fn: Callable = F.cross_entropy,
 ) -> torch.Tensor:
-    """Per-sample clipped cross-entropy gradients ĝ_i, flattened: a float64 CPU tensor (M, d).
+    """Per-sample clipped gradients ĝ_i of the training loss ``loss_fn`` (cross-entropy; a
+    segmenter's loss for masks ``y``), flattened: a float64 CPU tensor (M, d).
 
     ĝ_i = g_i·min(1, C/(‖g_i‖ + 1e-6)), Opacus' clipping rule, over the parameters that require
     gradients, computed with torch.func (vmap of grad) at the model's current state in eval mode.
@@ -224,7 +228,7 @@ def clipped_gradients(
 
     def loss(p, xi, yi):
         logits = functional_call(module, ({**p, **frozen}, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(logits, yi.unsqueeze(0))
+        return loss_fn(logits, yi.unsqueeze(0))
 
     per_sample = vmap(grad(loss), in_dims=(None, 0, 0))
     rows = []
@@ -241,9 +245,10 @@ def clipped_gradients(
     return torch.cat(rows)
 
 
-def clipped_gradient_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_grad_norm: float, device="cpu") -> np.ndarray:
+def clipped_gradient_gram(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, max_grad_norm: float, device="cpu",
+                          loss_fn: Callable = F.cross_entropy) -> np.ndarray:
     """Gram matrix G_ij = ⟨ĝ_i, ĝ_j⟩ (float64, M × M) of the clipped gradients of :func:`clipped_gradients`."""
-    g = clipped_gradients(model, x, y, max_grad_norm=max_grad_norm, device=device)
+    g = clipped_gradients(model, x, y, max_grad_norm=max_grad_norm, device=device, loss_fn=loss_fn)
     return (g @ g.T).numpy()
 
 

@@ -28,6 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.func import grad, vmap
 
 from .client_update import (
@@ -99,10 +100,11 @@ class _Objective:
     with respect to the dummy images (the double backward of gradient inversion).
     """
 
-    def __init__(self, model: nn.Module, targets: list[torch.Tensor], labels: torch.Tensor, config: InversionConfig):
+    def __init__(self, model: nn.Module, targets: list[torch.Tensor], labels: torch.Tensor, config: InversionConfig,
+                 loss_fn: Callable = F.cross_entropy):
         named = trainable_parameters(model)
         self.params = tuple(p.detach() for _, p in named)
-        self.trial_gradients = vmap(grad(batch_loss_function(model, [name for name, _ in named])), in_dims=(None, 0, 0))
+        self.trial_gradients = vmap(grad(batch_loss_function(model, [name for name, _ in named], loss_fn)), in_dims=(None, 0, 0))
         self.targets = targets  # per parameter: (T, *shape)
         self.labels = labels  # (T, B)
         self.distance = GRADIENT_DISTANCES[config.loss]
@@ -224,12 +226,14 @@ def run_gradient_inversion(
     seed: int = 0,
     progress: Optional[Progress] = None,
     reference_images: Optional[torch.Tensor] = None,
+    loss_fn: Callable = F.cross_entropy,
 ) -> InversionResult:
     """Invert U client updates (same B and image shape) with ``config.restarts`` trials each.
 
     Solves  x̂ = argmin_{x ∈ [0,1]^{B×C×H×W}}  d(∇θ ℓ(x, ŷ), ḡ) + α·TV(x)  per trial, with d the
     configured gradient distance, ŷ the given or recovered labels and ∇θ ℓ the gradient of the
-    batch-mean cross-entropy at the model's current weights. With Adam all U · restarts trials
+    batch-mean training loss ``loss_fn`` (cross-entropy; a segmenter's per-image loss of masks ŷ,
+    which must then be given) at the model's current weights. With Adam all U · restarts trials
     are optimised at once (vectorised), which is several times faster on CPU than one at a time
     and gives the same result. Labels missing from an update are recovered with
     :func:`recover_labels` (on ``reference_images`` when given). The model is not modified.
@@ -239,7 +243,7 @@ def run_gradient_inversion(
     restarts = config.restarts
     labels = torch.stack([_labels_for(model, u, seed, reference_images).to(reference.device) for u in updates])  # (U, B)
     trial_labels = labels.repeat_interleave(restarts, dim=0)
-    objective = _Objective(model, _stack_targets(updates, restarts, reference), trial_labels, config)
+    objective = _Objective(model, _stack_targets(updates, restarts, reference), trial_labels, config, loss_fn)
 
     shape = (len(updates) * restarts, updates[0].batch_size, *updates[0].image_shape)
     dummy = INITS[config.init](shape, torch.Generator().manual_seed(seed)).to(device=reference.device, dtype=reference.dtype)

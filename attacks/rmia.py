@@ -44,8 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import log_softmax, logsumexp
 
-from .membership_signals import reference_queries
-from .settings import Validated, flag, integer, real
+from .membership_signals import SIGNALS, SIGNALS_DOC, reference_queries
+from .settings import Validated, choices, flag, integer, real
 
 RMIA_DEFAULT_OFFLINE_A = 0.3
 RMIA_DEFAULT_GAMMA = 1.0
@@ -63,6 +63,7 @@ class RMIAConfig(Validated):
     offline_a: float = real(RMIA_DEFAULT_OFFLINE_A, 0.0, 1.0)
     gamma: float = real(RMIA_DEFAULT_GAMMA, 0.0, low_open=True)
     online: bool = flag(False)
+    signals: list = choices(["logits"], SIGNALS, doc=SIGNALS_DOC)
 
 
 def rmia_attack(

@@ -200,6 +200,9 @@ def _audit_model(args, recipe_cfg) -> tuple[dict, pd.DataFrame, tuple[dict, dict
     started = time.perf_counter()
     # the sweep's dataset settings (configs/dataset/), without de-duplication: indices stay the file's
     ds = load_raw(DatasetConfig(name=args.dataset, root=str(args.data_root), size=args.size))
+    if ds.info.task == "segmentation":
+        raise ConfigError(f"--dataset {args.dataset} holds segmentation masks; medprivbench-audit audits classifiers. "
+                          "Audit a segmenter through a sweep: medprivbench task=segmentation dataset=segfolder")
     candidates = candidates_of(ds, read_members(args.members, len(ds.train_y)))
     population = _population(ds, candidates)
     attacks, not_run = refs.attacks_to_run(args.attacks, args.reference_models, population and population[0])

@@ -24,6 +24,7 @@ import numpy as np
 from medprivbench.attacks import auditing, membership
 from medprivbench.attacks.canary_audit import GradientCanaryAuditConfig, IdealisedRuns, analyse, choose_guesses
 
+from . import tasks
 from .canaries import GradientCanaries
 from .errors import ConfigError
 from .families import family
@@ -38,7 +39,11 @@ THREAT_MODEL = ("auditor who inserts canaries (held-out images with a wrong labe
 
 
 def canary_score(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Black-box canary score: the scaled confidence φ of the canary's (wrong) label."""
+    """Black-box canary score: the scaled confidence φ of the canary's (wrong) label, or of a
+    segmenter's (wrong) mask: φ of its per-image loss signal (benchmark/segmentation.py)."""
+    if labels.ndim > 1:
+        signal = tasks.SEGMENTATION.image_signals(logits, labels)["loss"]
+        return membership.logit_confidence(signal, np.zeros(len(labels), dtype=np.int64))
     return membership.logit_confidence(logits, labels)
 
 
@@ -69,7 +74,7 @@ class OneRunAudit(Attack):
         result = train_audit_run(
             build=ctx.build_model, x=ctx.x_train, y=ctx.y_train, canary_x=cx, canary_y=cy, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, streams=streams, device=ctx.device, score=canary_score,
-            feature_fn=ctx.feature_fn(), features=ctx.train_features,
+            feature_fn=ctx.feature_fn(), features=ctx.train_features, task=ctx.task.name,
         )
         out = audit_summary(result, float(ctx.cfg.privacy.delta), guess_fraction=settings.guess_fraction, alpha=ctx.bound_alpha)
         out["canary"] = settings.canary

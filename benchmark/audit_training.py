@@ -28,14 +28,21 @@ def make_canaries(kind: str, x_held_out: np.ndarray, y_held_out: np.ndarray, n: 
       random other class otherwise). A model can fit such a label only by memorising the image,
       so included canaries score very differently from excluded ones: a strong audit on images.
     * ``ood``: the intensity-inverted image with a random label: out of distribution as well.
+
+    Segmentation masks (``y_held_out`` of shape (N, *spatial)) change the same way for the whole
+    mask: every pixel's class moves by the canary's shift (background becomes organ, …), and an
+    ``ood`` canary's inverted image keeps its shifted mask.
     """
     n = min(n, len(y_held_out))
     pick = rng.choice(len(y_held_out), size=n, replace=False)
     x, y = x_held_out[pick], y_held_out[pick]
     shift = rng.integers(1, n_classes, size=n)  # never 0: the label always changes
+    masks = y.ndim > 1
+    if masks:
+        shift = shift.reshape(-1, *([1] * (y.ndim - 1)))
     if kind == "mislabelled":
         return x.copy(), (y + shift) % n_classes
-    return (1.0 - x).astype(np.float32), rng.integers(0, n_classes, size=n)
+    return (1.0 - x).astype(np.float32), (y + shift) % n_classes if masks else rng.integers(0, n_classes, size=n)
 
 
 @dataclass
@@ -50,6 +57,7 @@ def train_audit_run(
     recipe: DPRecipe, hp: dict, grad_sample_mode: str, streams: Streams, device,
     score: Callable[[np.ndarray, np.ndarray], np.ndarray],
     feature_fn: Callable[[torch.Tensor], torch.Tensor] | None = None, features: torch.Tensor | None = None,
+    task: str = "classification",
 ) -> AuditRunResult:
     """Train once (the ``audit`` model's streams) on the training set plus each canary with
     probability ½ (drawn from its ``membership`` stream); score every canary."""
@@ -62,6 +70,6 @@ def train_audit_run(
     if features is not None and feature_fn is not None:  # fixed-feature models: reuse the training set's features
         all_features = torch.cat([features, feature_fn(cx[torch.from_numpy(included)])])
     result = train(build(streams), x_all, y_all, recipe=recipe, hp=hp, grad_sample_mode=grad_sample_mode,
-                   streams=streams, device=device, features=all_features)
+                   streams=streams, device=device, features=all_features, task=task)
     logits = predict_logits(result.model, cx, device=device)
     return AuditRunResult(scores=score(logits, canary_y), included=included, wall_time_s=time.perf_counter() - start)

@@ -6,7 +6,8 @@ peak memory (max RSS; peak CUDA memory on a GPU) is its own.
 
 Phases:
   privacy-cost   per model and per-sample-gradient engine: DP-SGD step / non-private step
-                 (2D models on 28×28 images; with ``--volumes`` also the 3D CNN on 28³ volumes)
+                 (2D classifiers on 28×28 images, the U-Net segmenter on 32×32; with ``--volumes``
+                 also the 3D models on 28³ volumes, the U-Net on 16³: benchmark/bench_unet.py)
   training       target training and the shadow-model stage: samples/s, peak memory
   attacks        gradient-inversion iterations/s, imprint time, ReRo bound at κ = 1/N
   sweeps         wall time of the default sweep and (``--full``) of a full PneumoniaMNIST sweep
@@ -30,7 +31,7 @@ from pathlib import Path
 from .bench_report import print_report
 
 PHASES = ("privacy-cost", "training", "attacks", "sweeps")
-DEFAULT_MODELS = ("cnn", "scatternet", "resnet9", "resnet18", "densenet121")
+DEFAULT_MODELS = ("cnn", "scatternet", "resnet9", "resnet18", "densenet121", "unet")
 # On a CPU the large models take minutes per engine (ResNet-9 trains at about 24 samples/s under DP
 # on 2 cores): the default set there is the CPU models; name the others with --models.
 CPU_MODELS = ("cnn", "scatternet")
@@ -45,6 +46,8 @@ MODEL_SETTINGS = {
     "resnet18": dict(width=64, activation="relu", norm_groups=32),
     "densenet121": dict(width=64, activation="relu", norm_groups=32),
 }
+# Engines of this project rather than Opacus' (no ``PrivacyEngine`` knows them): benchmark/noise.py assembles them.
+OWN_ENGINES = ("vmap",)
 FULL_SWEEP = ["dataset=pneumoniamnist", "'privacy.epsilon=1,8,1e3,1e6,inf'", "membership.num_models=16"]
 
 
@@ -93,7 +96,13 @@ class _Stepper:
         self.opt = torch.optim.SGD(self.trainable.parameters(), lr=0.0)
         self.crit = nn.CrossEntropyLoss()
         self.module = self.trainable
-        if mode is not None:
+        if mode in OWN_ENGINES:  # not Opacus' engines: assembled as training assembles them
+            from .noise import make_private
+
+            parts = make_private(self.trainable, self.opt, self.crit, grad_sample_mode=mode, noise_multiplier=0.0,
+                                 max_grad_norm=1.0, expected_batch_size=batch, generator=None)
+            self.module, self.opt = parts.module, parts.optimizer
+        elif mode is not None:
             loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x.cpu(), y.cpu()), batch_size=batch)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -115,7 +124,11 @@ class _Stepper:
             sync(self.device)
             t = time.perf_counter()
             self.opt.zero_grad(set_to_none=True)
-            self.crit(self.module(self.x), self.y).backward()
+            per_sample_backward = getattr(self.module, "per_sample_backward", None)  # the vmap engine
+            if per_sample_backward is not None:
+                per_sample_backward(self.x, self.y)
+            else:
+                self.crit(self.module(self.x), self.y).backward()
             self.opt.step()
             sync(self.device)
         if record:
@@ -129,6 +142,21 @@ class _Stepper:
         return t[len(t) // 2]
 
 
+def _case(name: str, dims: int, device):
+    """One privacy-cost case: (mode → its stepper, mode None non-private; batch; input size; model config).
+
+    Classifiers take 28² images (28³ volumes); segmenters (the U-Net) their own sizes, masks and
+    loss (benchmark/bench_unet.py)."""
+    from . import bench_unet as seg
+
+    if name in seg.SEGMENTERS:
+        return (lambda mode: seg.SegmenterStepper(name, mode, device, dims), seg.SEGMENTER_BATCH[dims],
+                seg.input_label(dims), seg.segmenter_cfg(name))
+    batch = (STEP_BATCH if dims == 2 else STEP_BATCH_3D).get(name, 64)
+    return (lambda mode: _Stepper(name, mode, batch, device, dims), batch, "28³" if dims == 3 else "28²",
+            _model_cfg(name))
+
+
 def phase_privacy_cost(models: list[str], steps: int, device, volumes: bool = False) -> list[dict]:
     """DP step / non-private step per model and engine, timed in interleaved rounds.
 
@@ -138,19 +166,20 @@ def phase_privacy_cost(models: list[str], steps: int, device, volumes: bool = Fa
     """
     import torch
 
+    from .bench_unet import SEGMENTERS
     from .models import GRAD_SAMPLE_MODES, grad_sample_mode
 
     rows = []
     cases = [(name, 2) for name in models]
     if volumes:
-        cases += [(name, 3) for name in models if name in STEP_BATCH_3D]
+        cases += [(name, 3) for name in models if name in STEP_BATCH_3D or name in SEGMENTERS]
     for name, dims in cases:
-        batch = (STEP_BATCH if dims == 2 else STEP_BATCH_3D).get(name, 64)
-        variants: dict = {None: _Stepper(name, None, batch, device, dims)}
+        make, batch, size, cfg = _case(name, dims, device)
+        variants: dict = {None: make(None)}
         errors = {}
         for mode in ("hooks",) + tuple(m for m in GRAD_SAMPLE_MODES if m != "hooks"):
             try:
-                variants[mode] = _Stepper(name, mode, batch, device, dims)
+                variants[mode] = make(mode)
                 variants[mode].step(record=False)  # also surfaces engines that cannot run this model
             except Exception as exc:
                 variants.pop(mode, None)
@@ -161,13 +190,16 @@ def phase_privacy_cost(models: list[str], steps: int, device, volumes: bool = Fa
         base = variants.pop(None).median_s
         reference = variants["hooks"].first_update if "hooks" in variants else None
         for mode, stepper in variants.items():
+            # atol scaled to the tensor's magnitude (never below 1e-6): float32 sums in another order
+            # (vmap's per-sample kernels) differ by about 1e-7 of the largest entry, not of each entry
             correct = reference is not None and all(
-                torch.allclose(a, b, rtol=1e-3, atol=1e-6) for a, b in zip(stepper.first_update, reference))
-            rows.append({"model": name, "input": "28³" if dims == 3 else "28²", "mode": mode, "batch": batch,
+                torch.allclose(a, b, rtol=1e-3, atol=max(1e-6, 1e-5 * float(b.abs().max())))
+                for a, b in zip(stepper.first_update, reference))
+            rows.append({"model": name, "input": size, "mode": mode, "batch": batch,
                          "nonprivate_step_ms": 1e3 * base,
                          "dp_step_ms": 1e3 * stepper.median_s, "ratio": stepper.median_s / base,
-                         "correct": bool(correct), "default": mode == grad_sample_mode(_model_cfg(name))})
-        rows += [{"model": name, "input": "28³" if dims == 3 else "28²", "mode": mode, "batch": batch, "error": err}
+                         "correct": bool(correct), "default": mode == grad_sample_mode(cfg)})
+        rows += [{"model": name, "input": size, "mode": mode, "batch": batch, "error": err}
                  for mode, err in errors.items()]
     return rows
 

@@ -22,10 +22,11 @@ REFERENCES = (SAME_RECIPE, TUNED)
 class DatasetConfig:
     # "synthetic" / "synthetic3d" (embedded images / volumes, offline), "imagefolder" (your own
     # images or volumes), or a MedMNIST subset such as "pneumoniamnist" or "adrenalmnist3d" read
-    # from <root>/<name>.npz.
+    # from <root>/<name>.npz; for task=segmentation "phantom2d" / "phantom3d" (embedded organ and
+    # lesion phantoms with masks) or "segfolder" (your own images or volumes with label masks).
     name: str = "synthetic"
     root: str = "${oc.env:MEDPRIVBENCH_DATA,'~/.medmnist'}"
-    size: int = 28  # MedMNIST file resolution (2D: 28, 64, 128, 224; 3D: 28, 64); image or volume side for imagefolder, synthetic3d
+    size: int = 28  # MedMNIST file resolution (2D: 28, 64, 128, 224; 3D: 28, 64); image or volume side for imagefolder, synthetic3d, phantom2d/3d, segfolder
     download: bool = False  # let the medmnist package fetch a missing file (needs network)
     # synthetic only: split sizes, label-noise rate and the generator seed
     n_train: int = 1000
@@ -49,16 +50,16 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    name: str = "cnn"  # cnn | resnet9 | resnet18 | densenet121
-    width: int = 16  # channels of the first stage (cnn, resnet9: 64 in Ziller et al.)
-    activation: str = "tanh"  # tanh | relu | elu | silu (cnn, resnet9)
+    name: str = "cnn"  # cnn | resnet9 | resnet18 | densenet121 | scatternet | unet (a segmenter: task=segmentation)
+    width: int = 16  # channels of the first stage (cnn, resnet9: 64 in Ziller et al.; unet: 16)
+    activation: str = "tanh"  # tanh | relu | elu | silu (cnn, resnet9, unet)
     norm_groups: int = 4  # GroupNorm groups (BatchNorm is replaced: it mixes samples and breaks DP)
-    weight_standardization: bool = False  # resnet9 only (Ziller et al. use it)
-    # downsampling between stages: max | avg (cnn, resnet9, scatternet). Average pooling keeps
+    weight_standardization: bool = False  # resnet9 and unet only (Ziller et al. use it)
+    # downsampling between stages: max | avg (cnn, resnet9, scatternet, unet). Average pooling keeps
     # every pixel in the gradient (measured: gradient inversion gains nothing from it on this CNN).
     pool: str = "max"
     # per-sample gradient engine: auto (the fastest correct mode measured for this model),
-    # hooks | ghost | functorch | ew
+    # hooks | ghost | functorch | ew | vmap (torch.func over the whole model: benchmark/vmap_engine.py)
     grad_sample_mode: str = "auto"
 
 
@@ -124,6 +125,9 @@ class MembershipConfig:
 
     num_models: int = 8
     queries: list = field(default_factory=lambda: ["identity", "hflip"])  # views scored per image
+    # per-image signals the membership attacks score: logits (a classifier); loss and/or dice (a
+    # segmenter, set by configs/task/segmentation.yaml)
+    signals: list = field(default_factory=lambda: ["logits"])
 
 
 @dataclass
@@ -172,6 +176,7 @@ class Config:
     sizing: SizingConfig = field(default_factory=SizingConfig)
     statistics: StatisticsConfig = field(default_factory=StatisticsConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    task: str = "classification"  # classification | segmentation (configs/task/)
     seed: int = 0
     # A sweep's folder under results_root: runs/, table.csv/.parquet and report.html/.md go there.
     name: str = "${dataset.name}-${model.name}"

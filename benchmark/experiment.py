@@ -25,10 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from medprivbench.datasets import ImageDataset, load_dataset
 
-from . import registry, store, tracking
+from . import registry, store, tasks, tracking
 from .config import is_private
 from .errors import ConfigError
-from .metrics import per_class_accuracy, utility_metrics
 from .models import build_model, grad_sample_mode, split_frozen
 from .progress import epoch_bar
 from .reconstruction_run import rero_bounds
@@ -184,6 +183,11 @@ class Context:
                             info.image_size[-1], info.spatial_dims)
 
     @property
+    def task(self) -> tasks.Task:
+        """What the run learns (benchmark/tasks.py): classification or segmentation."""
+        return tasks.get(str(self.cfg.get("task") or "classification"))
+
+    @property
     def x_train(self) -> torch.Tensor:
         return torch.from_numpy(self.ds.train_x)
 
@@ -248,9 +252,11 @@ def _run_one(cfg: DictConfig) -> RunOutcome:
         raise
     tracking.log_run(cfg, record, run_dir)
     s = record["summary"]
+    task = tasks.get(record["utility"]["task"])
     log.info(
-        "%s done in %.1fs: test accuracy %.3f, AUROC %.3f, eps spent %s%s -> %s",
-        label, record["wall_time_s"], s["test_accuracy"], s["test_auroc"], _fmt(s["epsilon_spent"]),
+        "%s done in %.1fs: %s %.3f, %s %.3f, eps spent %s%s -> %s",
+        label, record["wall_time_s"], task.headline_label, s[f"test_{task.headline}"], task.second_label,
+        s[f"test_{task.second}"], _fmt(s["epsilon_spent"]),
         f", best membership AUC {s['mia_best_auc']:.3f}" if "mia_best_auc" in s else "", run_dir,
     )
     return RunOutcome(run_dir, sweep_dir, skipped=False)
@@ -314,7 +320,7 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
             ctx.build_model(ctx.streams), ctx.x_train, ctx.y_train, recipe=ctx.recipe, hp=ctx.hp,
             grad_sample_mode=ctx.grad_sample_mode, streams=ctx.streams, device=ctx.device, progress=bar,
             n_checkpoints=n_checkpoints, features=ctx.train_features,
-            instruments=list(ctx.instruments.values()),
+            instruments=list(ctx.instruments.values()), task=ctx.task.name,
         )
     ctx.target = result.model
     ctx.checkpoints = result.checkpoints
@@ -330,9 +336,10 @@ def train_target(ctx: Context, n_checkpoints: int = 0) -> dict:
                   "wall_time_s": result.wall_time_s,
                   "samples_per_s": result.samples_per_s, "loss_history": result.loss_history},
         "utility": {
-            "test": utility_metrics(test_logits, ds.test_y, ds.info.n_classes),
-            "train": utility_metrics(train_logits, ds.train_y, ds.info.n_classes),
-            "test_per_class_accuracy": per_class_accuracy(test_logits, ds.test_y, ds.info.class_names),
+            "task": ctx.task.name, "headline": ctx.task.headline,
+            "test": ctx.task.utility(test_logits, ds.test_y, ds.info.class_names),
+            "train": ctx.task.utility(train_logits, ds.train_y, ds.info.class_names),
+            f"test_per_class_{ctx.task.headline}": ctx.task.per_class(test_logits, ds.test_y, ds.info.class_names),
         },
     }
 

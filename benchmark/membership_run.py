@@ -21,6 +21,7 @@ import torch
 
 from medprivbench.attacks import auditing, lira, membership, mia_metrics, privacy_tail
 
+from . import tasks
 from .errors import ConfigError
 from .families import family
 from .families.membership import MembershipResult, VariantMetrics
@@ -28,6 +29,7 @@ from .families.tail import TailResult, TailShare
 from .progress import count_bar
 from .registry import ATTACKS, Attack, register_attack
 from .shadow import QUERIES, PoolResult, pool_workers, train_pool
+from .tasks import LOGITS
 
 log = logging.getLogger("medprivbench")
 
@@ -63,31 +65,34 @@ class MembershipProtocol:
                 x_population=torch.from_numpy(pop_x), y_population=pop_y, recipe=ctx.recipe, hp=ctx.hp,
                 grad_sample_mode=ctx.grad_sample_mode, num_models=self.m, queries=self.queries, streams=ctx.streams,
                 device=ctx.device, progress=bar, features=ctx.train_features,
-                workers=pool_workers(int(cfg.shadow_workers), self.m, ctx.device),
+                workers=pool_workers(int(cfg.shadow_workers), self.m, ctx.device), task=ctx.task.name,
             )
         n_variants = sum(len(ATTACKS[name].variant_labels(s)) for name, s in ctx.settings.items()
                          if ATTACKS[name].family is MembershipAttack.family)
         self.confidence = 1.0 - ctx.alpha / (max(1, n_variants) * (1 + len(FPR_LEVELS)))
         self.scores: dict[str, np.ndarray] = {}
 
-    def _score(self, variant: str, attack: str, options: dict, exclude: int | None) -> np.ndarray:
+    def _score(self, variant: str, attack: str, options: dict, exclude: int | None, signal: str) -> np.ndarray:
         pool = self.pool
+        logits, population = pool.signal(signal)
         return membership.score_all_targets(
-            attack, pool.logits, pool.labels, pool.member,
-            population_logits=pool.population_logits, population_labels=pool.population_labels,
+            attack, logits, pool.labels, pool.member,
+            population_logits=population, population_labels=pool.population_labels,
             exclude=exclude, seed=self.ctx.streams.of(variant).seed_for("attack"), **options,
         )
 
-    def evaluate(self, variants: dict[str, tuple[str, dict]]) -> dict[str, dict]:
-        """Metrics of each variant (key → (scoring function of ``membership.SCORERS``, its options))."""
+    def evaluate(self, variants: dict[str, tuple]) -> dict[str, dict]:
+        """Metrics of each variant (key → (scoring function of ``membership.SCORERS``, its options[,
+        the pool's signal it reads: the first without one]))."""
         member = self.pool.member
         m, n = member.shape
         clusters = (np.repeat(np.arange(m), n), np.tile(np.arange(n), m))
         others = np.arange(m) != EVALUATION_TARGET
         out = {}
-        for variant, (attack, options) in variants.items():
-            scores = self._score(variant, attack, options, exclude=None)
-            selection = self._score(variant, attack, options, exclude=EVALUATION_TARGET)
+        for variant, (attack, options, *signal) in variants.items():
+            signal = signal[0] if signal else None
+            scores = self._score(variant, attack, options, None, signal)
+            selection = self._score(variant, attack, options, EVALUATION_TARGET, signal)
             metrics = mia_metrics.roc_metrics(scores.ravel(), member.ravel(), fpr_levels=FPR_LEVELS, confidence=self.confidence,
                                               n_bootstrap=N_BOOTSTRAP, clusters=clusters,
                                               seed=self.ctx.streams.of(variant).seed_for("statistics"))
@@ -105,7 +110,7 @@ class MembershipProtocol:
                 "population": f"{self.population} split ({len(pool.population_labels)} images)",
                 "evaluation_target": EVALUATION_TARGET, "bootstrap": "two-way cluster (model × image)",
                 "members_per_model_mean": float(pool.member.sum(1).mean()),
-                "pool_test_accuracy_mean": float(np.mean(pool.test_accuracy)), "pool_wall_time_s": pool.wall_time_s}
+                f"pool_test_{self.ctx.task.headline}_mean": float(np.mean(pool.test_accuracy)), "pool_wall_time_s": pool.wall_time_s}
 
 
 def scores_table(pool: PoolResult, scores: dict[str, np.ndarray], groups: np.ndarray | None = None) -> pd.DataFrame:
@@ -134,12 +139,32 @@ class MembershipAttack(Attack):
     shadows: bool = True  # whether it needs shadow/reference models (one more pool model)
 
     def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
-        """Each variant's scoring function (a key of ``medprivbench.attacks.membership.SCORERS``) and its options."""
+        """Each base variant's scoring function (a key of ``medprivbench.attacks.membership.SCORERS``) and its options."""
         raise NotImplementedError
+
+    def base_variants(self, settings) -> dict[str, str]:
+        """The variants on one signal, key → label (LiRA: online and offline)."""
+        return {self.name: self.label}
+
+    def variants(self, settings) -> dict[str, str]:
+        """Each base variant on each signal of ``settings.signals``: a classifier's logits and a
+        segmenter's loss keep the base key; a segmenter's Dice adds ``_dice`` (``lira_online_dice``)."""
+        return {signal_key(key, s): text if s == LOGITS else f"{text} ({SIGNAL_NAMES[s]})"
+                for key, text in self.base_variants(settings).items() for s in settings.signals}
+
+    def every_variant(self) -> dict[str, str]:
+        from dataclasses import replace
+
+        every = {}
+        for s in membership.SIGNALS:
+            every.update(self.variants(replace(self.schema(), signals=[s])))
+        return every
 
     def run(self, ctx, settings) -> MembershipResult:
         protocol = ctx.shared("membership", MembershipProtocol)
-        metrics = protocol.evaluate(self.scorers(ctx, settings))
+        metrics = protocol.evaluate({signal_key(key, s): (scorer, options, s)
+                                     for key, (scorer, options) in self.scorers(ctx, settings).items()
+                                     for s in settings.signals})
         return MembershipResult(threat_model=self.threat_model,
                                 variants={k: VariantMetrics.from_record(m) for k, m in metrics.items()})
 
@@ -149,6 +174,24 @@ class MembershipAttack(Attack):
     def check(self, settings, cfg) -> None:
         check_queries(cfg)
         check_pool(cfg, shadows=self.shadows, name=self.name)
+        check_signals(settings.signals, cfg, self.name)
+
+
+SIGNAL_NAMES = {"loss": "per-image loss", "dice": "per-image Dice"}
+
+
+def signal_key(key: str, signal: str) -> str:
+    """A variant's key on one signal: the base key, or ``<key>_<signal>`` for a segmenter's Dice."""
+    return key if signal in (LOGITS, "loss") else f"{key}_{signal}"
+
+
+def check_signals(signals: list, cfg, name: str) -> None:
+    """The signals must be the task's: a classifier's logits, or a segmenter's loss and/or Dice."""
+    task = tasks.get(str(cfg.get("task") or "classification"))
+    offered = task.signals
+    if not signals or len(set(signals)) != len(signals) or any(s not in offered for s in signals):
+        raise ConfigError(f"attack.{name}.signals={list(signals)} is not valid for task={task.name}; choose a non-empty "
+                          f"list without repeats from {', '.join(offered)}")
 
 
 def check_queries(cfg) -> None:
@@ -184,14 +227,14 @@ class LiRA(MembershipAttack):
                     "the attacker trained with the same recipe on data from the same population, knowing which shadows "
                     "saw the candidate (online) or using only those that did not (offline)")
 
-    def variants(self, settings) -> dict[str, str]:
+    def base_variants(self, settings) -> dict[str, str]:
         return {f"lira_{mode}": f"LiRA {mode}" for mode in ("online", "offline") if getattr(settings, mode)}
 
     def scorers(self, ctx, settings) -> dict[str, tuple[str, dict]]:
         n_shadows = int(ctx.cfg.membership.num_models) - 1
         # the fixed-variance variant for few shadows (Carlini et al.)
         fixed = lira.fixed_variance_for(settings.variance, n_shadows)
-        return {key: (key, {"fixed_variance": fixed}) for key in self.variants(settings)}
+        return {key: (key, {"fixed_variance": fixed}) for key in self.base_variants(settings)}
 
     def check(self, settings, cfg) -> None:
         super().check(settings, cfg)

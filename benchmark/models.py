@@ -10,7 +10,8 @@ Each builder takes ``(in_channels, n_classes, image_size, cfg, spatial_dims)`` a
 ``nn.Module`` that maps float images in [0, 1] of shape (B, C, H, W), or volumes (B, C, D, H, W)
 where ``spatial_dims=3``, to logits (B, K). Every model but ScatterNet (a 2D transform) builds
 for volumes: the small CNN and ResNet-9 with 3D convolutions, ResNet-18 and DenseNet121 from
-MONAI's 3D networks.
+MONAI's 3D networks. The U-Net segmenter (benchmark/unet.py, registered here as ``unet``) returns
+logits per pixel, (B, K, *spatial).
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {}
 # The per-sample gradient engine that is fastest *and* correct for each model on CPU, measured
 # by ``medprivbench-bench`` (benchmark/bench.py); tests/benchmark/test_models.py checks each
 # engine against brute-force per-sample gradients.
-FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks", "scatternet": "ew"}
+FASTEST_GRAD_SAMPLE_MODE = {"cnn": "ew", "resnet9": "hooks", "resnet18": "hooks", "densenet121": "hooks", "scatternet": "ew",
+                            "unet": "vmap"}
 # Models that build for 2D images only.
 ONLY_2D = {"scatternet": "the scattering transform here is two-dimensional"}
-GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew")
+# Opacus' engines, and ``vmap``: torch.func per-sample gradients of the whole model (benchmark/vmap_engine.py).
+GRAD_SAMPLE_MODES = ("hooks", "ghost", "functorch", "ew", "vmap")
 # Models whose feature extractor is fixed (never trained): only their head is trained, on features
 # computed once, so per-image augmentation cannot act.
 FROZEN_FEATURES = {"scatternet": True}
@@ -344,6 +347,9 @@ def grad_sample_mode(cfg) -> str:
     if mode == "ew" and cfg.weight_standardization:
         raise ConfigError(
             "model.grad_sample_mode='ew' cannot differentiate weight-standardised convolutions per sample; "
-            "use hooks or functorch, or model.weight_standardization=false"
+            "use hooks, functorch or vmap, or model.weight_standardization=false"
         )
     return mode
+
+
+from . import unet  # noqa: E402,F401  (registers the U-Net segmenter; it builds on the blocks above)

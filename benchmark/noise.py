@@ -35,6 +35,7 @@ from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
 from opacus.validators import ModuleValidator
 
 from .secure_rng import secure_gaussian
+from .vmap_engine import VmapGradSampleModule
 
 # Set on a parameter's clipped sum once noise was added to it: a second ``add_noise`` on the same
 # sum (no ``zero_grad`` in between) would reuse its gradients and void the privacy analysis.
@@ -90,15 +91,18 @@ DP_OPTIMIZERS: dict[str, type[DPOptimizer]] = {
     "functorch": StreamNoiseDPOptimizer,
     "ew": StreamNoiseDPOptimizer,
     "ghost": StreamNoiseGhostDPOptimizer,
+    "vmap": StreamNoiseDPOptimizer,  # torch.func per-sample gradients of the whole model (benchmark/vmap_engine.py)
 }
 
 
 @dataclass
 class PrivateParts:
     """What DP-SGD trains with: the module that records per-sample gradients (or their norms), the
-    optimiser that clips and noises them, and the loss to call (ghost clipping's two-pass loss)."""
+    optimiser that clips and noises them, and the loss to call (ghost clipping's two-pass loss).
+    The ``vmap`` engine's module computes them in ``per_sample_backward(inputs, targets)`` instead
+    of a backward pass of the loss."""
 
-    module: AbstractGradSampleModule
+    module: AbstractGradSampleModule | VmapGradSampleModule
     optimizer: DPOptimizer
     criterion: Callable
 
@@ -110,12 +114,16 @@ def make_private(module: nn.Module, optimizer: torch.optim.Optimizer, criterion:
     """Opacus' DP-SGD on ``module``: checked for per-sample gradients (no BatchNorm), wrapped by the
     ``grad_sample_mode`` engine, its ``optimizer`` wrapped in the matching :data:`DP_OPTIMIZERS`
     class, which divides the noisy sum by ``expected_batch_size`` (a mean loss); ``generator``
-    draws the noise (None with ``secure_rng``). :meth:`AbstractGradSampleModule.cleanup` leaves
-    ``module`` plain again."""
+    draws the noise (None with ``secure_rng``). The ``vmap`` engine is not Opacus': its module
+    (:class:`~.vmap_engine.VmapGradSampleModule`) differentiates ``criterion`` per sample itself.
+    The module's ``cleanup()`` leaves ``module`` plain again."""
     ModuleValidator.validate(module, strict=True)
     ghost = grad_sample_mode == "ghost"
-    wrapped = prepare_module(module, grad_sample_mode=grad_sample_mode, batch_first=True, loss_reduction="mean",
-                             **({"max_grad_norm": max_grad_norm} if ghost else {}))
+    if grad_sample_mode == "vmap":
+        wrapped = VmapGradSampleModule(module, criterion)
+    else:
+        wrapped = prepare_module(module, grad_sample_mode=grad_sample_mode, batch_first=True, loss_reduction="mean",
+                                 **({"max_grad_norm": max_grad_norm} if ghost else {}))
     dp_optimizer = DP_OPTIMIZERS[grad_sample_mode](
         optimizer, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm,
         expected_batch_size=expected_batch_size, loss_reduction="mean", generator=generator,

@@ -133,6 +133,10 @@ def check_infinite_epsilon(cfg, point: list[str]) -> None:
                           "non-private run, or a finite positive number")
 
 
+# The embedded (generated) datasets and their spatial dimensions: sizes known without generating them.
+EMBEDDED_DIMS = {"synthetic": 2, "synthetic3d": 3, "phantom2d": 2, "phantom3d": 3}
+
+
 def _training_size(cfg, cache: dict) -> tuple[int, int]:
     """(training images, spatial dimensions) of the dataset ``cfg`` names; the embedded datasets'
     are known without generating them, others are loaded once per distinct dataset setting."""
@@ -140,10 +144,10 @@ def _training_size(cfg, cache: dict) -> tuple[int, int]:
 
     key = OmegaConf.to_yaml(cfg.dataset)
     if key not in cache:
-        if cfg.dataset.name in ("synthetic", "synthetic3d"):
+        if cfg.dataset.name in EMBEDDED_DIMS:
             n = int(cfg.dataset.n_train)
             n = min(n, int(cfg.dataset.max_train)) if cfg.dataset.max_train is not None else n
-            cache[key] = (n, 3 if cfg.dataset.name == "synthetic3d" else 2)
+            cache[key] = (n, EMBEDDED_DIMS[cfg.dataset.name])
         else:
             ds = load_dataset(cfg.dataset)  # a MedMNIST file whose dimensions contradict its name is refused there
             cache[key] = (ds.n_train, ds.info.spatial_dims)

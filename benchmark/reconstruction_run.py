@@ -72,7 +72,7 @@ def run_prior_aware(ctx, settings: PriorAwareConfig) -> PriorAwareResult:
         states, inputs, torch.from_numpy(ctx.ds.train_y[pool]),
         noise_multiplier=view.noise_multiplier, sample_rate=view.sample_rate, steps=view.steps,
         max_grad_norm=view.simulation_clip, n_candidates=settings.n_candidates, n_trials=settings.trials,
-        seed=streams.seed_for("client_noise"), device=ctx.device,
+        seed=streams.seed_for("client_noise"), device=ctx.device, loss_fn=ctx.task.criterion(),
     )
     out = PriorAwareResult.from_record(result.to_record())
     log.info("%s prior-aware reconstruction: success %.3f [%.3f, %.3f] vs ReRo bound %.3f (chance %.3f)",
@@ -107,9 +107,10 @@ def gradient_inversion(ctx, name: str, settings: rec.GradientInversionConfig, th
         # the client's side: its DP-SGD update is all the attacker receives
         updates.append(rec.simulate_client_update(
             model, xb, yb, noise_multiplier=sigma, max_grad_norm=clip, reveal_labels=settings.labels == "known",
-            generator=noise, method="loop" if ctx.train_features is not None else "vmap"))
+            generator=noise, method="loop" if ctx.train_features is not None else "vmap", loss_fn=ctx.task.criterion()))
     threat = updates[0].threat_model()
-    result = rec.run_gradient_inversion(model, updates, settings, seed=streams.seed_for("attack"))  # all updates optimised together
+    # all updates optimised together
+    result = rec.run_gradient_inversion(model, updates, settings, seed=streams.seed_for("attack"), loss_fn=ctx.task.criterion())
     seconds = result.seconds
     truth_t, recon_t = images, result.images.cpu().reshape(images.shape)
     # scoring: the only place the true images meet the reconstructions
@@ -150,8 +151,8 @@ def run_imprint(ctx, settings: ImprintConfig, threat_model: str) -> Reconstructi
         xb = images[b * settings.batch_size : (b + 1) * settings.batch_size]
         yb = labels[b * settings.batch_size : (b + 1) * settings.batch_size]
         # the client trains the model the server sent; only its DP-SGD update goes back
-        _, update = imprint_client_update(attack, base, xb.to(ctx.device), yb.to(ctx.device),
-                                          noise_multiplier=sigma, max_grad_norm=clip, generator=noise)
+        _, update = imprint_client_update(attack, base, xb.to(ctx.device), yb.to(ctx.device), noise_multiplier=sigma,
+                                          max_grad_norm=clip, generator=noise, loss_fn=ctx.task.criterion())
         candidates = attack.reconstruct(update).cpu()
         # scoring, apart from the attack: match candidates to the batch's true images
         reports.append(image_metrics.reconstruction_report(xb, candidates, eta={"psnr": settings.eta_psnr, "ssim": settings.eta_ssim}))
@@ -241,6 +242,12 @@ class GradientInversion(ServerAttack):
 
     def run(self, ctx, settings: rec.GradientInversionConfig) -> ReconstructionResult:
         return gradient_inversion(ctx, self.name, settings, self.threat_model)
+
+    def check(self, settings, cfg) -> None:
+        if str(cfg.get("task") or "classification") == "segmentation" and settings.labels != "known":
+            raise ConfigError(f"attack.{self.name}.labels={settings.labels!r} is not valid for task=segmentation: a mask cannot "
+                              f"be recovered from the last layer like a label; use attack.{self.name}.labels=known "
+                              "(the server is granted the masks, the strongest attacker)")
 
 
 @register_attack

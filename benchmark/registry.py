@@ -82,6 +82,10 @@ class Attack:
     def variant_labels(self, settings) -> dict[str, str]:
         return self.variants(settings)
 
+    def every_variant(self) -> dict[str, str]:
+        """Every variant key the attack can produce, with its label (for reading records back)."""
+        return self.variants(self.defaults if self.defaults is not None else self.schema())
+
     def read(self, data) -> AttackResult:
         """The typed result of a recorded result (its family's result class)."""
         return self.family.read(data)
@@ -144,8 +148,7 @@ def label(key: str) -> str:
     for entry in ATTACKS.values():
         if key == entry.name:
             return entry.label
-        defaults = entry.defaults if entry.defaults is not None else entry.schema()
-        for variant, text in entry.variants(defaults).items():
+        for variant, text in entry.every_variant().items():
             if variant == key:
                 return text
     return key.replace("_", " ")

@@ -4,6 +4,8 @@
 the sweep's runs, and the report reads those columns and never recomputes them. One quantity, one
 name:
 
+* ``task``: classification or segmentation; the utility columns are the task's (``test_accuracy``,
+  ``test_auroc``…; a segmenter's ``test_dice``, ``test_iou``, ``test_dice_<class>``…);
 * ``epsilon``: the target ε of the run (the sweep axis; inf for non-private); ``epsilon_spent``:
   the accountant's ε at the σ, q and T actually used; ``epsilon_planned`` is in the record only.
 * each attack contributes its typed result's columns (benchmark/families), e.g.
@@ -45,9 +47,13 @@ def base_columns(record: dict) -> dict:
 
 
 def utility_columns(record: dict) -> dict:
+    """``task``, every utility metric of both splits (``test_accuracy``…, or a segmenter's
+    ``test_dice``, ``test_dice_<class>``…) and the generalisation gap of the task's headline metric."""
     u = record["utility"]
-    row = {f"{split}_{k}": v for split in ("test", "train") for k, v in u[split].items()}
-    row["generalization_gap"] = u["train"]["accuracy"] - u["test"]["accuracy"]
+    headline = u.get("headline", "accuracy")
+    row = {"task": u.get("task", "classification")}
+    row.update({f"{split}_{k}": v for split in ("test", "train") for k, v in u[split].items()})
+    row["generalization_gap"] = u["train"][headline] - u["test"][headline]
     return row
 
 

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import tasks
 from .augmentation import AUGMENTATIONS, Augmentation, augment
 from .models import split_frozen
 from .privacy import epsilon_spent
@@ -28,6 +29,7 @@ from .recipe import (HYPERPARAMETERS, LR_SCHEDULES, OPTIMIZERS, UNCLIPPED, Attac
 from .sampling import PoissonBatches, ShuffledBatches, poisson_draw
 from .secure_rng import secure_gaussian, secure_uniform
 from .streams import Streams
+from .tasks import Task
 
 __all__ = [
     # the loop (this module)
@@ -137,15 +139,20 @@ class _Engine:
     def _backward(self, idx: torch.Tensor) -> float:
         xb, yb = self.x[idx].to(self.device, non_blocking=True), self.y[idx].to(self.device, non_blocking=True)
         inputs, targets = self.aug.views(xb, yb) if self.aug.active else (xb, yb)
-        loss = self.criterion(self.model(inputs), targets)
-        loss.backward()
+        per_sample_backward = getattr(self.model, "per_sample_backward", None)  # the vmap engine (no backward pass)
+        if per_sample_backward is not None:
+            loss = per_sample_backward(inputs, targets)
+        else:
+            batch_loss = self.criterion(self.model(inputs), targets)
+            batch_loss.backward()
+            loss = float(batch_loss.detach())
         if self.aug.active and self.private:
             self.aug.average_grad_samples(self.plain)
-        return float(loss.detach())
+        return loss
 
 
 def _private_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, grad_sample_mode: str, streams: Streams, device,
-                    instrument: Instrument | None) -> _Engine:
+                    instrument: Instrument | None, task: Task = tasks.CLASSIFICATION) -> _Engine:
     """Opacus' DP-SGD on ``plain``: per-sample clipping at C, noise σ·C, sum / expected batch size.
 
     An instrument's rows are extra rows of the Poisson-sampled set; the expected batch size the
@@ -162,7 +169,7 @@ def _private_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, grad_sample_m
     own = {id(instrument.weight): streams.torch("canary_noise", device)} if instrument is not None and seeded else {}
     # int(N·q) with q = 1/k computed as Opacus computes it from a loader of k batches
     expected_batch_size = int(n * (1 / recipe.steps_per_epoch))
-    parts = make_private(plain, optimizer, nn.CrossEntropyLoss(), grad_sample_mode=grad_sample_mode,
+    parts = make_private(plain, optimizer, task.criterion(), grad_sample_mode=grad_sample_mode,
                          noise_multiplier=recipe.noise_multiplier, max_grad_norm=recipe.max_grad_norm,
                          expected_batch_size=expected_batch_size, secure_rng=recipe.secure_rng, own_generators=own,
                          generator=None if recipe.secure_rng else streams.torch("noise", device))
@@ -176,11 +183,11 @@ def _private_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, grad_sample_m
 
 
 def _plain_engine(plain, optimizer, x, y, aug, recipe: DPRecipe, streams: Streams, device,
-                  instrument: Instrument | None) -> _Engine:
+                  instrument: Instrument | None, task: Task = tasks.CLASSIFICATION) -> _Engine:
     """A non-private run: shuffled epochs of the mean gradient; an instrument draws its rows from
     its own stream and observes which were drawn (there is no noise to read them through)."""
     batches = ShuffledBatches(len(x), recipe.steps_per_epoch, streams.torch("sampling"))
-    return _Engine(plain, optimizer, nn.CrossEntropyLoss(), batches, x, y, [], aug, plain, device, private=False,
+    return _Engine(plain, optimizer, task.criterion(), batches, x, y, [], aug, plain, device, private=False,
                    instrument=instrument, sample_rate=recipe.sample_rate,
                    instrument_sampler=streams.torch("canaries") if instrument is not None else None)
 
@@ -210,6 +217,7 @@ def train(
     n_checkpoints: int = 0,
     features: torch.Tensor | None = None,
     instruments: Sequence[Instrument] = (),
+    task: str = "classification",
 ) -> TrainResult:
     """Train ``model`` on (x, y) with ``recipe``; ``hp`` are the settings of ``effective_train``.
 
@@ -222,7 +230,8 @@ def train(
     ``hp["ema_decay"]`` returns an exponential moving average of the weights (post-processing, free
     under DP). A model with fixed ``frozen_features`` trains only its head, on features of ``x``
     computed once (pass ``features`` when already known). ``instruments`` join the run and record
-    what the auditor observes (:class:`Instrument`; at most one today).
+    what the auditor observes (:class:`Instrument`; at most one today). ``task`` names the loss
+    (benchmark/tasks.py): cross-entropy of a label, or a segmenter's Dice + CE of a mask ``y``.
     """
     from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -237,21 +246,19 @@ def train(
     # the average starts from the plain module, before Opacus wraps it
     ema = AveragedModel(plain, multi_avg_fn=get_ema_multi_avg_fn(float(hp["ema_decay"]))) if hp.get("ema_decay") else None
     optimizer = make_optimizer(plain.parameters(), hp)
-    if recipe.private:
-        run = _private_engine(plain, optimizer, x, y, aug, recipe, grad_sample_mode, streams, device, instrument)
-    else:
-        run = _plain_engine(plain, optimizer, x, y, aug, recipe, streams, device, instrument)
+    kind = tasks.get(task)
+    run = (_private_engine(plain, optimizer, x, y, aug, recipe, grad_sample_mode, streams, device, instrument, kind)
+           if recipe.private else _plain_engine(plain, optimizer, x, y, aug, recipe, streams, device, instrument, kind))
     log = _Log(full, _checkpoint_steps(recipe.steps, n_checkpoints))
     _run_steps(run, recipe, hp, log, ema, progress)
     spent = math.inf
     if recipe.private:
         spent = epsilon_spent(recipe.noise_multiplier, recipe.sample_rate, log.steps, recipe.delta, recipe.accountant)
         run.model.cleanup()  # Opacus' hooks and per-sample attributes removed: the plain module is reusable
-    if ema is not None:
-        if frozen is not None:
-            full.head = ema.module
-        else:
-            full = ema.module
+    if ema is not None and frozen is not None:
+        full.head = ema.module
+    elif ema is not None:
+        full = ema.module
     full.eval()
     return log.result(full, recipe, spent)
 

@@ -89,6 +89,9 @@ def check_device(name: str, *, jobs_run_here: bool = True) -> None:
 
 def validate_config(cfg, *, jobs_run_here: bool = True) -> None:
     """Checks that need no data (``jobs_run_here``: the launcher runs the jobs on this machine)."""
+    from .tasks import check_config
+
+    check_config(cfg)
     _validate_dataset(cfg)
     validate_recipe(cfg)
     _validate_run(cfg, jobs_run_here)
@@ -108,15 +111,36 @@ def _validate_dataset(cfg) -> None:
         raise ConfigError("dataset=medmnist needs the subset: add dataset.name=<subset>, e.g. dataset.name=dermamnist")
     if cfg.dataset.name == "imagefolder" and not str(cfg.dataset.root).strip():
         raise ConfigError("dataset=imagefolder needs dataset.root=/path/to/images (one sub-folder per class)")
+    if cfg.dataset.name == "segfolder" and not str(cfg.dataset.root).strip():
+        raise ConfigError("dataset=segfolder needs dataset.root=/path/to/folder (images/ and masks/ paired by name, "
+                          "or <case>_img.nii.gz with <case>_seg.nii.gz)")
     if cfg.dataset.max_train is not None:
         _positive(cfg.dataset.max_train, "dataset.max_train", integer=True)
     for key in ("n_train", "n_test", "size"):
         _positive(cfg.dataset[key], f"dataset.{key}", integer=True)
     if cfg.dataset.name == "synthetic3d" and not 8 <= cfg.dataset.size <= 64:
         raise ConfigError(f"dataset.size={cfg.dataset.size!r} is not valid for synthetic3d; use 8 to 64 voxels a side")
+    _validate_segmentation_size(cfg.dataset)
     for key in ("label_noise", "rare_fraction"):
         if not 0 <= _number(cfg.dataset[key], f"dataset.{key}") < 1:
             raise ConfigError(f"dataset.{key}={cfg.dataset[key]!r} is not valid; use a share in [0, 1), e.g. 0.03")
+
+
+# The segmentation datasets' sizes, (smallest, largest or None): a multiple of 4, since the U-Net
+# halves the image twice, and the phantoms need room for an organ with lesions.
+SEGMENTATION_SIZES = {"phantom2d": (16, None), "phantom3d": (8, 64), "segfolder": (4, None)}
+
+
+def _validate_segmentation_size(dataset) -> None:
+    if dataset.name not in SEGMENTATION_SIZES:
+        return
+    lo, hi = SEGMENTATION_SIZES[dataset.name]
+    size = dataset.size
+    if size % 4 or size < lo or (hi is not None and size > hi):
+        span = f"{lo} to {hi}" if hi is not None else f"at least {lo}"
+        unit = "voxels" if dataset.name == "phantom3d" else "pixels (voxels)" if dataset.name == "segfolder" else "pixels"
+        raise ConfigError(f"dataset.size={size!r} is not valid for {dataset.name}; use a multiple of 4, {span} "
+                          f"{unit} a side (the U-Net halves it twice)")
 
 
 def _validate_privacy(cfg) -> None:

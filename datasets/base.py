@@ -1,7 +1,9 @@
 """The one structure every dataset loader returns, and the checks applied where data enters.
 
 Images are float32 arrays of shape (N, C, H, W), volumes (N, C, D, H, W), with values in [0, 1]; labels are int64 of shape (N,)
-with values 0 … K−1. Loaders validate once, here, so that training and attack code can trust
+with values 0 … K−1. For segmentation (``info.task == "segmentation"``) the labels are int64 masks
+of shape (N, *spatial), the images' spatial shape without a channel axis, with values 0 … K−1 and
+class 0 the background. Loaders validate once, here, so that training and attack code can trust
 their inputs (scikit-learn's "validate at the boundary" habit).
 """
 
@@ -22,7 +24,7 @@ class DatasetInfo:
     """What a run records about its data."""
 
     name: str
-    task: str  # "binary" or "multiclass"
+    task: str  # "binary", "multiclass" or "segmentation"
     n_channels: int
     image_size: tuple[int, ...]  # spatial size, (H, W) for 2D, (D, H, W) for volumes
     class_names: tuple[str, ...]
@@ -40,6 +42,11 @@ class DatasetInfo:
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def is_segmentation(self) -> bool:
+        """True when the labels are masks (N, *spatial), not one class per image."""
+        return self.task == "segmentation"
 
     def to_record(self) -> dict:
         return {
@@ -84,12 +91,16 @@ class ImageDataset:
         return replace(self, train_x=self.train_x[keep], train_y=self.train_y[keep], train_groups=groups)
 
     def summary(self) -> str:
-        counts = np.bincount(self.train_y, minlength=self.info.n_classes)
-        per_class = ", ".join(f"{n}={c}" for n, c in zip(self.info.class_names, counts))
+        counts = np.bincount(self.train_y.ravel(), minlength=self.info.n_classes)
+        if self.info.is_segmentation:  # masks: each class's share of the training pixels
+            shares = counts / max(1, counts.sum())
+            per_class = "train pixels " + ", ".join(f"{n}={s:.1%}" for n, s in zip(self.info.class_names, shares))
+        else:
+            per_class = "train classes " + ", ".join(f"{n}={c}" for n, c in zip(self.info.class_names, counts))
         return (
             f"{self.info.name}: train {self.n_train}, test {len(self.test_y)}, "
             f"val {0 if self.val_y is None else len(self.val_y)}, "
-            f"{self.info.n_channels}x{'x'.join(map(str, self.info.image_size))}, train classes {per_class}"
+            f"{self.info.n_channels}x{'x'.join(map(str, self.info.image_size))}, {per_class}"
         )
 
 
@@ -146,6 +157,27 @@ def to_labels(labels: np.ndarray, n_images: int, n_classes: int, *, what: str) -
     return labels
 
 
+def to_masks(masks: np.ndarray, n_images: int, spatial_shape: tuple[int, ...], n_classes: int, *,
+             what: str) -> np.ndarray:
+    """Segmentation masks as int64 (N, *spatial_shape) with values 0 … n_classes − 1; a single
+    channel axis (N, 1, *spatial) is dropped."""
+    masks = np.asarray(masks)
+    spatial_shape = tuple(spatial_shape)
+    if masks.ndim == len(spatial_shape) + 2 and masks.shape[1] == 1:
+        masks = masks[:, 0]
+    if masks.shape != (n_images,) + spatial_shape:
+        raise DataError(f"{what}: masks must have shape {(n_images,) + spatial_shape} (one label per pixel of each "
+                        f"image, no channel axis), got {masks.shape}")
+    if not (np.issubdtype(masks.dtype, np.integer) or np.issubdtype(masks.dtype, np.bool_)):
+        raise DataError(f"{what}: masks must hold integer labels, got dtype {masks.dtype}")
+    masks = masks.astype(np.int64)
+    if masks.size and (masks.min() < 0 or masks.max() >= n_classes):
+        raise DataError(
+            f"{what}: mask labels must lie in 0..{n_classes - 1}, got values in [{masks.min()}, {masks.max()}]"
+        )
+    return masks
+
+
 def image_hashes(images: np.ndarray) -> list[str]:
     """Exact-content hash of each image (bytes of the float32 array)."""
     flat = np.ascontiguousarray(images).reshape(len(images), -1)
@@ -199,7 +231,14 @@ def check_usable(ds: ImageDataset) -> None:
         if len(y) == 0:
             raise DataError(f"{name}: the {split} split is empty")
     present = np.unique(ds.train_y)
-    if len(present) < 2:
+    if ds.info.is_segmentation:
+        if not (present > 0).any():
+            raise DataError(f"{name}: the training masks hold background only; a segmenter needs at least one "
+                            "foreground class (a label ≥ 1) in its training masks")
+        if ds.train_y.shape[1:] != ds.train_x.shape[2:] or ds.test_y.shape[1:] != ds.test_x.shape[2:]:
+            raise DataError(f"{name}: masks {ds.train_y.shape[1:]} do not match the images' spatial shape "
+                            f"{ds.train_x.shape[2:]}; a segmenter needs one label per pixel")
+    elif len(present) < 2:
         raise DataError(
             f"{name}: the training split holds a single class ({ds.info.class_names[present[0]]!r}); "
             "a classifier needs at least two"

@@ -131,13 +131,15 @@ def series_label(sweeps: list[str], sweep: str, name: str) -> str:
 
 
 # ----------------------------------------------------------------------------- utility
-def utility(runs: dict[str, pd.DataFrame], path: Path, tuned: dict[str, pd.DataFrame] | None = None) -> Path:
-    """Test accuracy and AUROC against ε; ``runs`` maps a sweep label to its per-run table (one
-    reference at ε = ∞), ``tuned`` to the runs of the tuned non-private recipe, drawn as a star at ∞."""
+def utility(runs: dict[str, pd.DataFrame], path: Path, tuned: dict[str, pd.DataFrame] | None = None,
+            metrics: tuple[tuple[str, str], ...] = (("test_accuracy", "test accuracy"), ("test_auroc", "test AUROC"))) -> Path:
+    """Two utility metrics (``metrics``: column and title; test accuracy and AUROC, or a segmenter's
+    Dice and IoU) against ε; ``runs`` maps a sweep label to its per-run table (one reference at
+    ε = ∞), ``tuned`` to the runs of the tuned non-private recipe, drawn as a star at ∞."""
     tuned = tuned or {}
     axis = EpsilonAxis(np.concatenate([df["epsilon"].to_numpy(float) for df in [*runs.values(), *tuned.values()]]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, column, title in ((axes[0], "test_accuracy", "test accuracy"), (axes[1], "test_auroc", "test AUROC")):
+    for ax, (column, title) in zip(axes, metrics):
         for i, (sweep, df) in enumerate(runs.items()):
             errorbar_by_budget(ax, axis, df, column, sweep, **series_style(i))
         for i, (sweep, df) in enumerate(tuned.items()):

@@ -27,7 +27,7 @@ import pandas as pd
 
 from medprivbench.attacks.mia_metrics import per_sample_auc
 
-from .. import registry, store
+from .. import registry, store, tasks
 from ..chance import threat_columns
 from ..config import REFERENCES, SAME_RECIPE
 from ..errors import ConfigError
@@ -39,7 +39,14 @@ SCORES_FILE = "membership_scores.parquet"  # per-sample membership scores (bench
 # The summary columns the headline table, the sentences and the ε figures read; NaN in the run
 # frame where no run has them (a sweep without that attack); each family adds its own
 # (``Family.summary_columns``).
-SUMMARY_COLUMNS = ("epsilon_spent", "sigma", "test_accuracy", "test_auroc", "epsilon_lb_max")
+SUMMARY_COLUMNS = ("epsilon_spent", "sigma", "test_accuracy", "test_auroc", "test_dice", "test_iou", "epsilon_lb_max")
+
+
+def task_of(runs: pd.DataFrame) -> tasks.Task:
+    """What the sweep's runs learn (their ``task`` column; classification for tables without one):
+    it names the utility metrics the report sets against ε."""
+    names = runs["task"].dropna().unique() if "task" in runs else []
+    return tasks.get(str(names[0])) if len(names) else tasks.CLASSIFICATION
 
 
 class Point(NamedTuple):
@@ -253,12 +260,13 @@ def _verdicts(run: Run) -> dict:
 
 
 def run_frame(sweep: Sweep) -> pd.DataFrame:
-    """One row per run: sweep, ε, seed and every numeric column of its summary, under the table's names.
+    """One row per run: sweep, ε, seed, task and every numeric column of its summary, under the table's names.
 
     :data:`SUMMARY_COLUMNS` are always present (NaN where no run has them).
     """
     frame = pd.DataFrame([{**_numbers(r.summary), **_verdicts(r), "sweep": sweep.label, "epsilon": r.epsilon,
-                           "reference": r.reference, "seed": r.seed} for r in sweep.runs])
+                           "reference": r.reference, "seed": r.seed,
+                           "task": r.record.get("utility", {}).get("task", "classification")} for r in sweep.runs])
     wanted = dict.fromkeys([*SUMMARY_COLUMNS, *(c for family in ordered() for c in family.summary_columns)])
     return frame.reindex(columns=[*frame.columns, *(c for c in wanted if c not in frame)])
 
@@ -282,7 +290,10 @@ def sample_risk(sweep: Sweep, key: str) -> pd.DataFrame:
         if "group" in scores:  # the dataset's subgroup of each image (e.g. the synthetic data's rare findings)
             part["group"] = part["sample"].map(scores.drop_duplicates("sample").set_index("sample")["group"])
         names = r.record["dataset"]["class_names"]
-        part["class_name"] = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in part["label"]]
+        if r.record["utility"].get("task") == "segmentation":  # an image has a mask, not one class
+            part["class_name"] = "(mask)"
+        else:
+            part["class_name"] = [names[int(i)] if 0 <= int(i) < len(names) else str(i) for i in part["label"]]
         parts.append(part.assign(sweep=sweep.label, epsilon=r.epsilon, reference=r.reference, point=r.point.label,
                                  seed=r.seed))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -26,7 +26,7 @@ from ..threats import THREAT_MODELS
 from . import figures
 from .document import Document
 from .metadata import metadata_fields
-from .records import Point, Sweep, baseline_only, class_frame, point_rows, sample_risk, strongest_attack
+from .records import Point, Sweep, baseline_only, class_frame, point_rows, sample_risk, strongest_attack, task_of
 from .tables import (
     TOP_VULNERABLE, attack_table, comparison_table, per_class_table, perfect_auc_table, utility_table, verdict_table,
     vulnerable_table,
@@ -136,8 +136,11 @@ def section_utility(ctx: Context) -> None:
     # the tuned reference as a star of its own, where it is not already the sweep's baseline
     tuned = {label: rows for label, frame in ctx.runs.items()
              if len(rows := point_rows(frame, Point(math.inf, TUNED))) and (baseline[label]["reference"] != TUNED).all()}
-    path = figures.utility(baseline, ctx.fig_path("utility_vs_epsilon.png"), tuned=tuned)
-    ctx.doc.figure(path, "Test accuracy and AUROC against ε (log axis); the non-private reference trained with the same "
+    task = task_of(next(iter(ctx.runs.values())))
+    metrics = ((f"test_{task.headline}", task.headline_label), (f"test_{task.second}", task.second_label))
+    path = figures.utility(baseline, ctx.fig_path("utility_vs_epsilon.png"), tuned=tuned, metrics=metrics)
+    ctx.doc.figure(path, f"{task.headline_label[0].upper()}{task.headline_label[1:]} and {task.second_label[len('test '):]} against ε (log axis); "
+                         "the non-private reference trained with the same "
                          "recipe (ε = ∞) is shown apart on the right, the tuned non-private recipe as a star beside it. "
                          "Error bars: standard deviation over seeds.")
 

@@ -18,7 +18,7 @@ from ..families import ordered
 from ..threats import NOT_RUN, WORST_CASE, ThreatModel
 from .columns import Column, shown, value
 from .formatting import cell, epsilon_label, fmt, fmt_signed, join
-from .records import Point, Sweep, baseline_reference, point_rows, reference_label
+from .records import Point, Sweep, baseline_reference, point_rows, reference_label, task_of
 from .verdicts import mean_at, point_label, point_verdict, threats_run, tightness_text, worst_case_ran
 
 Table = tuple[list[str], list[list[str]]]
@@ -73,19 +73,25 @@ def verdict_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
 
 def utility_table(sweep: Sweep, runs: pd.DataFrame) -> Table:
     """One row per point: utility, and its change from the baseline non-private reference."""
+    task = task_of(runs)
+    first, second = f"test_{task.headline}", f"test_{task.second}"
     columns = [
         _point_column(),
         Column("accountant ε spent", value("epsilon_spent")),
         Column("σ", value("sigma")),
-        Column("test accuracy", value("test_accuracy")),
-        Column("test AUROC", value("test_auroc")),
-        Column("training accuracy", value("train_accuracy"), "train_accuracy"),
+        Column(task.headline_label, value(first)),
+        Column(task.second_label, value(second)),
     ]
+    if task.segmentation:  # Dice of each foreground class
+        columns += [Column(f"test Dice: {c[len('test_dice_'):]}", value(c), c) for c in runs.columns
+                    if c.startswith("test_dice_") and c != "test_dice_background"]
+    columns.append(Column(f"training {task.headline_label[len('test '):]}", value(f"train_{task.headline}"),
+                          f"train_{task.headline}"))
     baseline = baseline_reference(runs)
     if baseline is not None:
         against = reference_label(baseline) if baseline else "non-private"
-        columns += [Column(f"Δ accuracy vs {against}", _change("test_accuracy")),
-                    Column(f"Δ AUROC vs {against}", _change("test_auroc"))]
+        columns += [Column(f"Δ {task.headline_label[len('test '):]} vs {against}", _change(first)),
+                    Column(f"Δ {task.second_label[len('test '):]} vs {against}", _change(second))]
     columns.append(Column("runs", lambda at, point, runs: str(len(at))))
     return _render(sweep, runs, columns)
 
@@ -108,13 +114,13 @@ def comparison_table(sweeps: list[Sweep], frames: dict[str, pd.DataFrame]) -> Ta
     header = ["ε"]
     threats = {s.label: threats_run(frames[s.label]) for s in sweeps}
     for s in sweeps:
-        header += [f"{s.label}: test accuracy"] + [f"{s.label}: {t.label}" for t in threats[s.label]]
+        header += [f"{s.label}: {task_of(frames[s.label]).headline_label}"] + [f"{s.label}: {t.label}" for t in threats[s.label]]
     rows = []
     for point in sorted({p for s in sweeps for p in s.points}, key=lambda p: p.order):
         row = [point_label(point)]
         for s in sweeps:
             at = point_rows(frames[s.label], point)
-            row += [cell(at["test_accuracy"])] + [point_verdict(at, t).value if len(at) else "–" for t in threats[s.label]]
+            row += [cell(at[f"test_{task_of(frames[s.label]).headline}"])] + [point_verdict(at, t).value if len(at) else "–" for t in threats[s.label]]
         rows.append(row)
     return header, rows
 

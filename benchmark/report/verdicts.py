@@ -24,7 +24,7 @@ from .. import chance
 from ..families import Finding, ordered
 from ..threats import BEATS_CHANCE, NO_ATTACK_BEAT_CHANCE, NOT_RUN, REALISTIC, THREAT_MODELS, WORST_CASE, ThreatModel
 from .formatting import epsilon_label, fmt, fmt_signed
-from .records import Point, Run, Sweep, baseline_reference, point_rows, reference_label
+from .records import Point, Run, Sweep, baseline_reference, point_rows, reference_label, task_of
 
 UNIT_OF_PRIVACY_TEXT = (
     "The unit of privacy is one training image, not one patient: DP-SGD bounds what any attacker can learn about "
@@ -137,15 +137,17 @@ def utility_cost_sentence(runs: pd.DataFrame, eps: float, lead: str = "There, ")
     if not np.isinf(runs["epsilon"]).any():
         return "The sweep has no non-private run (ε = ∞), so the utility cost cannot be stated."
     point, ref = Point(eps), _point(runs, math.inf)
-    acc, ref_acc = mean_at_point(runs, point, "test_accuracy"), mean_at_point(runs, ref, "test_accuracy")
-    auroc, ref_auroc = mean_at_point(runs, point, "test_auroc"), mean_at_point(runs, ref, "test_auroc")
-    out = (f"{lead}test accuracy is {fmt(acc)}{_seeds_note(runs, point)} against {fmt(ref_acc)} for "
-           f"{baseline_text(runs)}{_seeds_note(runs, ref)}, a change of {fmt_signed(acc - ref_acc)}; test AUROC is "
+    task = task_of(runs)
+    first, second = f"test_{task.headline}", f"test_{task.second}"
+    acc, ref_acc = mean_at_point(runs, point, first), mean_at_point(runs, ref, first)
+    auroc, ref_auroc = mean_at_point(runs, point, second), mean_at_point(runs, ref, second)
+    out = (f"{lead}{task.headline_label} is {fmt(acc)}{_seeds_note(runs, point)} against {fmt(ref_acc)} for "
+           f"{baseline_text(runs)}{_seeds_note(runs, ref)}, a change of {fmt_signed(acc - ref_acc)}; {task.second_label} is "
            f"{fmt(auroc)} against {fmt(ref_auroc)} ({fmt_signed(auroc - ref_auroc)}).")
     tuned = Point(math.inf, "tuned")
     if ref.reference != "tuned" and len(point_rows(runs, tuned)):
-        out += (f" The tuned non-private recipe reaches {fmt(mean_at_point(runs, tuned, 'test_accuracy'))} test "
-                "accuracy (shown as its own row).")
+        out += (f" The tuned non-private recipe reaches {fmt(mean_at_point(runs, tuned, first))} "
+                f"{task.headline_label} (shown as its own row).")
     return out
 
 

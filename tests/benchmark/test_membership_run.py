@@ -19,7 +19,7 @@ from medprivbench.attacks.auditing import CanaryAuditConfig
 from medprivbench.attacks.lira import LiRAConfig
 from medprivbench.attacks.membership import LossConfig
 from medprivbench.attacks.rmia import RMIAConfig
-from medprivbench.benchmark import membership_run, registry
+from medprivbench.benchmark import membership_run, registry, tasks
 from medprivbench.benchmark.errors import ConfigError
 from medprivbench.benchmark.families.membership import MembershipResult
 from medprivbench.benchmark.shadow import PoolResult
@@ -178,6 +178,7 @@ class FakeContext:
     bound_alpha: float = BOUND_ALPHA  # distinct from α: the ε bounds must use this one
     train_features: object = None
     _shared: dict = field(default_factory=dict)
+    task: object = tasks.CLASSIFICATION
 
     build_model = staticmethod(_build)
     model_builder = staticmethod(_build)
