@@ -150,21 +150,24 @@ class MembershipAttack(Attack):
         """Each base variant on each signal of ``settings.signals``: a classifier's logits and a
         segmenter's loss keep the base key; a segmenter's Dice adds ``_dice`` (``lira_online_dice``)."""
         return {signal_key(key, s): text if s == LOGITS else f"{text} ({SIGNAL_NAMES[s]})"
-                for key, text in self.base_variants(settings).items() for s in settings.signals}
+                for key, text in self.base_variants(settings).items() for s in signals_of(settings)}
 
     def every_variant(self) -> dict[str, str]:
         from dataclasses import replace
 
-        every = {}
-        for s in membership.SIGNALS:
-            every.update(self.variants(replace(self.schema(), signals=[s])))
+        every: dict[str, str] = {}
+        if not hasattr(self.schema(), "signals"):
+            return self.variants(self.schema())
+        for s in membership.SIGNALS:  # a key shared by two signals (logits, loss) keeps the first's label
+            for key, text in self.variants(replace(self.schema(), signals=[s])).items():
+                every.setdefault(key, text)
         return every
 
     def run(self, ctx, settings) -> MembershipResult:
         protocol = ctx.shared("membership", MembershipProtocol)
         metrics = protocol.evaluate({signal_key(key, s): (scorer, options, s)
                                      for key, (scorer, options) in self.scorers(ctx, settings).items()
-                                     for s in settings.signals})
+                                     for s in signals_of(settings)})
         return MembershipResult(threat_model=self.threat_model,
                                 variants={k: VariantMetrics.from_record(m) for k, m in metrics.items()})
 
@@ -174,10 +177,15 @@ class MembershipAttack(Attack):
     def check(self, settings, cfg) -> None:
         check_queries(cfg)
         check_pool(cfg, shadows=self.shadows, name=self.name)
-        check_signals(settings.signals, cfg, self.name)
+        check_signals(signals_of(settings), cfg, self.name)
 
 
 SIGNAL_NAMES = {"loss": "per-image loss", "dice": "per-image Dice"}
+
+
+def signals_of(settings) -> list[str]:
+    """The per-image signals an attack's settings ask for (a classifier's logits for schemas without ``signals``)."""
+    return list(getattr(settings, "signals", None) or [LOGITS])
 
 
 def signal_key(key: str, signal: str) -> str:

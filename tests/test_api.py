@@ -135,8 +135,10 @@ def test_audit_command_writes_the_numbers_of_the_api(tmp_path):
 def test_help_describes_the_application_and_its_groups(tmp_path):
     result = run_cli(["--help"], cwd=tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("medprivbench: train medical imaging classifiers under a sweep of DP-SGD")
-    assert "dataset: adrenalmnist3d, breastmnist, imagefolder, medmnist, pneumoniamnist, synthetic, synthetic3d" in result.stdout
+    assert result.stdout.startswith("medprivbench: train medical imaging classifiers and segmenters under a sweep of DP-SGD")
+    assert ("dataset: adrenalmnist3d, breastmnist, imagefolder, medmnist, phantom2d, phantom3d, pneumoniamnist, segfolder, "
+            "synthetic, synthetic3d") in result.stdout
+    assert "task: classification, segmentation" in result.stdout
     assert "medprivbench-audit" in result.stdout and not any(tmp_path.iterdir())
 
 

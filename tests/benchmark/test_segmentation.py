@@ -116,11 +116,11 @@ def test_a_task_that_does_not_fit_the_model_or_data_is_refused_in_one_line(tmp_p
 
 
 TINY_SEGMENTATION = [
-    "task=segmentation", "model.width=4", "dataset.n_train=48", "dataset.n_val=16", "dataset.n_test=16",
-    "train.epochs=2", "train.batch_size=16", "train.nonprivate.batch_size=16", "train.nonprivate.epochs=2",
+    "task=segmentation", "model.width=4", "dataset.n_train=40", "dataset.n_val=8", "dataset.n_test=8",
+    "train.epochs=1", "train.batch_size=20", "train.nonprivate.batch_size=20", "train.nonprivate.epochs=1",
     "progress=off", "membership.num_models=4", "attack.rmia.n_references=1", "attack.lira.online=false",
     "sizing.inversion_images=1", "sizing.inversion_iterations=5", "sizing.whitebox_canaries=50",
-    "sizing.audit_canaries=10", "sizing.prior_trials=5", "attack.prior_aware.pool_size=20", "privacy.references=[same_recipe]",
+    "sizing.audit_canaries=6", "sizing.prior_trials=5", "attack.prior_aware.pool_size=20", "privacy.references=[same_recipe]",
 ]
 EVERY_ATTACK = ("loss", "lira", "rmia", "tail", "audit", "whitebox", "prior_aware", "gradient_inversion", "imprint")
 
@@ -170,7 +170,7 @@ def test_a_sweep_on_an_image_and_mask_folder_runs_every_attack(tmp_path):
 
     from medprivbench.datasets.phantom import load_phantom
 
-    ds = load_phantom(spatial_dims=2, n_train=60, n_val=2, n_test=2, seed=5, size=16)
+    ds = load_phantom(spatial_dims=2, n_train=48, n_val=2, n_test=2, seed=5, size=16)
     root = tmp_path / "data"
     for sub in ("images", "masks"):
         (root / sub).mkdir(parents=True)
