@@ -185,7 +185,7 @@ class Context:
     @property
     def task(self) -> tasks.Task:
         """What the run learns (benchmark/tasks.py): classification or segmentation."""
-        return tasks.get(str(self.cfg.get("task") or "classification"))
+        return tasks.of_config(self.cfg)
 
     @property
     def x_train(self) -> torch.Tensor:

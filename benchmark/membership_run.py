@@ -195,7 +195,7 @@ def signal_key(key: str, signal: str) -> str:
 
 def check_signals(signals: list, cfg, name: str) -> None:
     """The signals must be the task's: a classifier's logits, or a segmenter's loss and/or Dice."""
-    task = tasks.get(str(cfg.get("task") or "classification"))
+    task = tasks.of_config(cfg)
     offered = task.signals
     if not signals or len(set(signals)) != len(signals) or any(s not in offered for s in signals):
         raise ConfigError(f"attack.{name}.signals={list(signals)} is not valid for task={task.name}; choose a non-empty "

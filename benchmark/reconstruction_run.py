@@ -21,6 +21,7 @@ from medprivbench.attacks.imprint import ImprintAttack, ImprintConfig, imprint_c
 from medprivbench.attacks.prior_aware import THREAT_MODEL as PRIOR_AWARE_THREAT
 from medprivbench.attacks.prior_aware import PriorAwareConfig, prior_aware_attack
 
+from . import tasks
 from .errors import ConfigError
 from .families import family
 from .families.prior_aware import PriorAwareResult
@@ -244,7 +245,7 @@ class GradientInversion(ServerAttack):
         return gradient_inversion(ctx, self.name, settings, self.threat_model)
 
     def check(self, settings, cfg) -> None:
-        if str(cfg.get("task") or "classification") == "segmentation" and settings.labels != "known":
+        if tasks.of_config(cfg).segmentation and settings.labels != "known":
             raise ConfigError(f"attack.{self.name}.labels={settings.labels!r} is not valid for task=segmentation: a mask cannot "
                               f"be recovered from the last layer like a label; use attack.{self.name}.labels=known "
                               "(the server is granted the masks, the strongest attacker)")

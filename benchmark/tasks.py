@@ -81,9 +81,9 @@ def get(name: str) -> Task:
     return _BY_NAME[name]
 
 
-def of_dataset(info) -> Task:
-    """The task a dataset serves (its ``DatasetInfo.task``)."""
-    return SEGMENTATION if info.task == "segmentation" else CLASSIFICATION
+def of_config(cfg) -> Task:
+    """The task a run configuration names (``task``; classification where it names none)."""
+    return get(str(cfg.get("task") or "classification"))
 
 
 SEGMENTATION_DATASETS = ("phantom2d", "phantom3d", "segfolder")  # the loaders that give masks (datasets/)
@@ -92,7 +92,7 @@ SEGMENTATION_DATASETS = ("phantom2d", "phantom3d", "segfolder")  # the loaders t
 def check_config(cfg) -> None:
     """``task``, ``model.name`` and ``dataset.name`` of a run configuration agree."""
     dataset = str(cfg.dataset.name)
-    check(str(cfg.get("task") or "classification"), str(cfg.model.name),
+    check(of_config(cfg).name, str(cfg.model.name),
           "segmentation" if dataset in SEGMENTATION_DATASETS else "classification", dataset)
 
 
